@@ -1,0 +1,44 @@
+# sluice: `make test` is what CI runs (via .ci/run) on a fresh Debian machine.
+GO      ?= go
+SLUICE  := bin/sluice
+PKGS    := ./...
+
+.PHONY: all build test vet fmt-check unit fixtures bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(SLUICE) ./cmd/sluice
+
+# test: formatting, vet, the race-enabled unit tests, then the shipped
+# fixtures replayed against the shipped rules with every rule required to fire.
+test: fmt-check vet unit fixtures
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 $(PKGS)
+
+fixtures: build
+	$(SLUICE) check rules.d
+	$(SLUICE) test --rules rules.d --coverage --junit bin/fixtures-junit.xml examples/fixtures | tee bin/fixtures.txt
+	@if grep -q '^  not fired:' bin/fixtures.txt; then echo "some default rules are not fired by any fixture"; exit 1; fi
+
+# bench: engine and MIME benchmarks on one core, with allocations.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -benchtime 2s ./engine ./builtins
+
+# fuzz: a short run of every fuzz target (go test runs their seeds always).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./engine -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
+	$(GO) test ./builtins -run '^$$' -fuzz FuzzParseBody -fuzztime $(FUZZTIME)
+	$(GO) test ./builtins -run '^$$' -fuzz FuzzParseHeader -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

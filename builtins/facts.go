@@ -1,0 +1,228 @@
+package builtins
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// lookupTimeout bounds one DNS lookup when the caller gave no deadline.
+const lookupTimeout = 5 * time.Second
+
+func coreFacts() []Fact {
+	in := func(get func(*Input) any) func(*Message) (any, error) {
+		return func(m *Message) (any, error) { return get(m.in), nil }
+	}
+	return []Fact{
+		{Name: "client_ip", Type: String, Phase: Connect, Doc: "peer address",
+			Compute: in(func(i *Input) any { return i.ClientIP })},
+		{Name: "rdns", Type: String, Phase: Connect, Doc: `PTR name of client_ip, "" if none`,
+			Compute: computeRDNS},
+		{Name: "rdns_none", Type: Bool, Phase: Connect, Doc: "client_ip has no PTR record",
+			Compute: func(m *Message) (any, error) {
+				if !m.in.RDNSKnown && m.in.Resolver == nil {
+					return false, nil // nothing to look it up with: neutral, not suspicious
+				}
+				name, _ := m.ValueOf("rdns")
+				return name == "", nil
+			}},
+		{Name: "helo", Type: String, Phase: Helo, Doc: "HELO/EHLO name",
+			Compute: in(func(i *Input) any { return i.Helo })},
+		// TLS and AUTH are settled only after EHLO (STARTTLS restarts the
+		// session, RFC 3207 4.2), so they are known from MAIL on.
+		{Name: "tls", Type: Bool, Phase: Mail, Doc: "session is under TLS",
+			Compute: in(func(i *Input) any { return i.TLS })},
+		{Name: "authenticated", Type: Bool, Phase: Mail, Doc: "SMTP AUTH succeeded",
+			Compute: in(func(i *Input) any { return i.Authenticated || i.SMTPUser != "" })},
+		{Name: "smtp_user", Type: String, Phase: Mail, Doc: `authenticated user, "" if none`,
+			Compute: in(func(i *Input) any { return i.SMTPUser })},
+		{Name: "mail_from", Type: String, Phase: Mail, Doc: `envelope sender, "" for the null sender`,
+			Compute: in(func(i *Input) any { return i.MailFrom })},
+		{Name: "mail_from_domain", Type: String, Phase: Mail, Doc: "domain part of mail_from, lower case",
+			Compute: in(func(i *Input) any { return Domain(i.MailFrom) })},
+		{Name: "rcpt", Type: String, Phase: Rcpt, PerRecipient: true,
+			Doc:     "the recipient under consideration (per-recipient rules)",
+			Compute: func(m *Message) (any, error) { return m.rcpt, nil }},
+		{Name: "rcpt_domain", Type: String, Phase: Rcpt, PerRecipient: true,
+			Doc:     "domain part of rcpt, lower case",
+			Compute: func(m *Message) (any, error) { return Domain(m.rcpt), nil }},
+		{Name: "rcpts", Type: StringList, Phase: Data, Doc: "all accepted recipients",
+			Compute: in(func(i *Input) any { return append([]string{}, i.Rcpts...) })},
+		{Name: "rcpt_count", Type: Int, Phase: Data, Doc: "len(rcpts), known once all RCPT commands are in",
+			Compute: in(func(i *Input) any { return len(i.Rcpts) })},
+		{Name: "from", Type: String, Phase: Data, Doc: "address in the From header",
+			Compute: func(m *Message) (any, error) { return m.Header().From(), nil }},
+		{Name: "from_domain", Type: String, Phase: Data, Doc: "domain part of from, lower case",
+			Compute: func(m *Message) (any, error) { return Domain(m.Header().From()), nil }},
+		{Name: "subject", Type: String, Phase: Data, Doc: "decoded Subject",
+			Compute: func(m *Message) (any, error) { return m.Header().Subject(), nil }},
+		{Name: "subject_caps", Type: Bool, Phase: Data, Doc: "subject has at least 10 letters and no lower-case letter",
+			Compute: func(m *Message) (any, error) { return SubjectCaps(m.Header().Subject()), nil }},
+		{Name: "size", Type: Int, Phase: Data, Doc: "message size in bytes",
+			Compute: in(func(i *Input) any { return len(i.Raw) })},
+		{Name: "text", Type: String, Phase: Data, Doc: "decoded text of the body (text parts, HTML rendered to text)",
+			Compute: func(m *Message) (any, error) { return m.Body().Text, nil }},
+		{Name: "links", Type: StringList, Phase: Data, Doc: "URLs found in the body",
+			Compute: func(m *Message) (any, error) { return m.Body().Links, nil }},
+		{Name: "phishing_links", Type: Int, Phase: Data, Doc: "links whose visible text names another registered domain than the href",
+			Compute: func(m *Message) (any, error) { return m.Body().PhishingLinks, nil }},
+
+		// Declared here so rules using them compile and fixtures can set
+		// them; the relay plugs in the real computation (SetCompute). Until
+		// then they hold the neutral value.
+		{Name: "spf", Type: String, Phase: Mail, Doc: "SPF result: pass, fail, softfail, neutral, none, temperror, permerror",
+			Compute: constant("none")},
+		{Name: "dkim", Type: String, Phase: Data, Doc: "DKIM result of the best signature: pass, fail, none, temperror",
+			Compute: constant("none")},
+		{Name: "dmarc", Type: String, Phase: Data, Doc: "DMARC result: pass, fail, none, temperror",
+			Compute: constant("none")},
+		{Name: "arc", Type: String, Phase: Data, Doc: "ARC chain validation: pass, fail, none",
+			Compute: constant("none")},
+		{Name: "hourly_sent", Type: Int, Phase: Mail, Doc: "messages relayed for this SMTP user (or client IP) in the last 60 minutes, sliding",
+			Compute: constant(0)},
+		{Name: "daily_sent", Type: Int, Phase: Mail, Doc: "messages relayed for this SMTP user (or client IP) in the last 24 hours, sliding",
+			Compute: constant(0)},
+		{Name: "domain_allowed", Type: Bool, Phase: Data, Doc: "the From domain is one this SMTP user may send from",
+			Compute: constant(true)},
+	}
+}
+
+func constant(v any) func(*Message) (any, error) {
+	return func(*Message) (any, error) { return v, nil }
+}
+
+func computeRDNS(m *Message) (any, error) {
+	in := m.in
+	if in.RDNSKnown {
+		return strings.ToLower(strings.TrimSuffix(in.RDNS, ".")), nil
+	}
+	ip, err := netip.ParseAddr(in.ClientIP)
+	if err != nil {
+		return "", nil
+	}
+	if in.Resolver == nil {
+		if ip.IsLoopback() {
+			return "localhost", nil
+		}
+		return "", nil
+	}
+	ctx := m.ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+	}
+	names, err := in.Resolver.LookupAddr(ctx, ip.String())
+	if err != nil {
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+			return "", nil
+		}
+		// A failed lookup is not "no PTR": guessing either way would
+		// refuse good mail or pass bad mail.
+		return nil, err
+	}
+	if len(names) == 0 {
+		return "", nil
+	}
+	return strings.ToLower(strings.TrimSuffix(names[0], ".")), nil
+}
+
+// SubjectCaps reports whether s has at least 10 letters and no lower-case
+// letter. Letters without case (CJK, Arabic) are not counted: a subject in a
+// script without capitals is not shouting.
+func SubjectCaps(s string) bool {
+	letters := 0
+	for _, r := range s {
+		switch {
+		case unicode.IsLower(r):
+			return false
+		case unicode.IsUpper(r) || unicode.IsTitle(r):
+			letters++
+		}
+	}
+	return letters >= 10
+}
+
+// LocalPart returns the part of an address before the last '@', lower case,
+// with angle brackets removed; the whole address if it has no '@'.
+func LocalPart(addr string) string {
+	addr = strings.Trim(strings.TrimSpace(addr), "<>")
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		addr = addr[:i]
+	}
+	return strings.ToLower(addr)
+}
+
+// Domain returns the part of an address after the last '@', lower case,
+// without a trailing dot; "" if the address has no '@'.
+func Domain(addr string) string {
+	addr = strings.Trim(strings.TrimSpace(addr), "<>")
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+}
+
+func coreFuncs() []Func {
+	return []Func{
+		{Name: "header", Signature: "header(name) string", Phase: Data,
+			Doc: `first value of the named header, decoded; "" if absent`,
+			Impl: func(m *Message) any {
+				return func(name string) string {
+					if m == nil {
+						return ""
+					}
+					return m.Header().Get(name)
+				}
+			}},
+		{Name: "has_header", Signature: "has_header(name) bool", Phase: Data,
+			Doc: "the message has the named header",
+			Impl: func(m *Message) any {
+				return func(name string) bool {
+					if m == nil {
+						return false
+					}
+					return m.Header().Has(name)
+				}
+			}},
+		{Name: "in_list", Signature: "in_list(name, value) bool", Phase: Connect,
+			Doc: "value is on the named list: a static list from the rules directory, else a dynamic one (bounces, unsubscribes, blocked)",
+			Impl: func(m *Message) any {
+				return func(name, value string) bool {
+					if m == nil {
+						return false
+					}
+					return m.inList(name, value)
+				}
+			}},
+		{Name: "local_part", Signature: "local_part(addr) string", Phase: Connect,
+			Doc:  "part of addr before the '@', lower case",
+			Impl: func(*Message) any { return LocalPart }},
+		{Name: "domain", Signature: "domain(addr) string", Phase: Connect,
+			Doc:  `part of addr after the '@', lower case; "" if none`,
+			Impl: func(*Message) any { return Domain }},
+	}
+}
+
+func (m *Message) inList(name, value string) bool {
+	if m.static != nil {
+		if in, found := m.static.Lookup(name, value); found {
+			return in
+		}
+	}
+	if m.in.Lists == nil {
+		return false
+	}
+	in, err := m.in.Lists.InList(m.ctx, name, value)
+	if err != nil {
+		m.Fail(err)
+		return false
+	}
+	return in
+}

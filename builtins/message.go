@@ -1,0 +1,269 @@
+package builtins
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+)
+
+// Resolver looks up PTR names; *net.Resolver satisfies it.
+type Resolver interface {
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// ListSource answers in_list for lists kept outside the rules (the store's
+// bounces, unsubscribes, blocked, ...).
+type ListSource interface {
+	InList(ctx context.Context, name, value string) (bool, error)
+}
+
+// StaticLists answers in_list for the lists defined in the rules directory.
+// found is false when no static list has that name.
+type StaticLists interface {
+	Lookup(name, value string) (in, found bool)
+}
+
+// Input is what the caller (the relay, or the test harness) knows of one
+// connection and message. Fields are filled in as the SMTP session goes on.
+type Input struct {
+	ClientIP string
+	Helo     string
+	// RDNS is the PTR name of ClientIP when RDNSKnown; otherwise the
+	// Resolver, if any, looks it up on first use.
+	RDNS          string
+	RDNSKnown     bool
+	TLS           bool
+	Authenticated bool
+	SMTPUser      string
+	MailFrom      string
+	Rcpts         []string
+	Raw           []byte // the message as received, nil before DATA
+
+	// Overrides give a fact's value by name, already of the fact's Go type
+	// (see Type.Convert); the harness uses them for facts a fixture cannot
+	// carry, and they win over computing.
+	Overrides map[string]any
+
+	Resolver Resolver
+	Lists    ListSource
+	Limits   Limits
+}
+
+const (
+	stateUnknown uint8 = iota
+	stateKnown
+)
+
+// Message is the per-message evaluation state: the input, a cache holding each
+// fact computed so far, and the environment expressions run against. A
+// Message is reused across messages (Reset) to keep evaluation allocation-free;
+// it is not safe for concurrent use.
+type Message struct {
+	reg    *Registry
+	ctx    context.Context
+	in     *Input
+	static StaticLists
+	rcpt   string
+
+	vals  []any
+	state []uint8
+	err   error
+
+	env map[string]any
+
+	hdr      *Header
+	hdrErr   error
+	hdrDone  bool
+	body     *Body
+	bodyDone bool
+}
+
+// NewMessage returns a Message bound to this registry; Reset it before use.
+func (r *Registry) NewMessage() *Message {
+	m := &Message{
+		reg:   r,
+		vals:  make([]any, len(r.facts)),
+		state: make([]uint8, len(r.facts)),
+		env:   make(map[string]any, len(r.facts)+len(r.funcs)),
+		ctx:   context.Background(),
+		in:    &Input{},
+	}
+	for _, f := range r.facts {
+		m.env[f.Name] = m.accessor(f)
+	}
+	for _, f := range r.funcs {
+		m.env[f.Name] = f.Impl(m)
+	}
+	return m
+}
+
+func (m *Message) accessor(f *Fact) any {
+	id := f.id
+	switch f.Type {
+	case Bool:
+		return func() bool { b, _ := m.get(id).(bool); return b }
+	case Int:
+		return func() int { n, _ := m.get(id).(int); return n }
+	case Float:
+		return func() float64 { x, _ := m.get(id).(float64); return x }
+	case String:
+		return func() string { s, _ := m.get(id).(string); return s }
+	default:
+		return func() []string { l, _ := m.get(id).([]string); return l }
+	}
+}
+
+// Reset prepares m for a new message.
+func (m *Message) Reset(ctx context.Context, in *Input, static StaticLists) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	m.ctx, m.in, m.static = ctx, in, static
+	m.rcpt = ""
+	m.err = nil
+	clear(m.vals)
+	clear(m.state)
+	m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
+	m.body, m.bodyDone = nil, false
+}
+
+// Invalidate forgets every fact of phase p or later, for when the session
+// changes what they depend on (a second EHLO after STARTTLS, AUTH, RSET).
+func (m *Message) Invalidate(p Phase) {
+	for _, f := range m.reg.facts {
+		if f.Phase >= p {
+			m.vals[f.id], m.state[f.id] = nil, stateUnknown
+		}
+	}
+	if p <= Data {
+		m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
+		m.body, m.bodyDone = nil, false
+	}
+	m.err = nil
+}
+
+// SetRcpt sets the recipient under consideration for per-recipient facts.
+func (m *Message) SetRcpt(addr string) {
+	m.rcpt = addr
+	for _, f := range m.reg.facts {
+		if f.PerRecipient {
+			m.vals[f.id], m.state[f.id] = nil, stateUnknown
+		}
+	}
+}
+
+// Env is the environment compiled expressions run against.
+func (m *Message) Env() map[string]any { return m.env }
+
+// Input returns what m was reset with.
+func (m *Message) Input() *Input { return m.in }
+
+// Context is the context of the current evaluation (deadline for lookups).
+func (m *Message) Context() context.Context { return m.ctx }
+
+// Rcpt is the recipient under consideration, "" outside per-recipient rules.
+func (m *Message) Rcpt() string { return m.rcpt }
+
+// Err returns the first error a fact or function met since the last
+// ClearErr; the engine checks it after each rule.
+func (m *Message) Err() error { return m.err }
+
+// ClearErr forgets the recorded error.
+func (m *Message) ClearErr() { m.err = nil }
+
+// Fail records an error met while computing a fact or running a function.
+func (m *Message) Fail(err error) {
+	if m.err == nil {
+		m.err = err
+	}
+}
+
+// Known reports whether the fact has been computed for this message.
+func (m *Message) Known(f *Fact) bool { return m.state[f.id] == stateKnown }
+
+// Value returns the fact's value, computing it if needed.
+func (m *Message) Value(f *Fact) any { return m.get(f.id) }
+
+// ValueOf returns a fact's value by name.
+func (m *Message) ValueOf(name string) (any, error) {
+	f, ok := m.reg.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("no fact %q", name)
+	}
+	return m.get(f.id), nil
+}
+
+func (m *Message) get(id int) any {
+	if m.state[id] == stateKnown {
+		return m.vals[id]
+	}
+	f := m.reg.facts[id]
+	var v any
+	if o, ok := m.in.Overrides[f.Name]; ok {
+		v = o
+	} else {
+		var err error
+		v, err = m.compute(f)
+		if err != nil {
+			m.Fail(fmt.Errorf("fact %s: %w", f.Name, err))
+			v = nil
+		}
+	}
+	if v == nil {
+		v = reflect.Zero(f.Type.funcType().Out(0)).Interface()
+	}
+	m.vals[id], m.state[id] = v, stateKnown
+	return v
+}
+
+// compute runs the fact's Compute, turning a panic (a bug, or input nobody
+// foresaw) into an error so that one bad message cannot take the relay down.
+func (m *Message) compute(f *Fact) (v any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return f.Compute(m)
+}
+
+// Header returns the parsed top-level header, parsing it on first use.
+func (m *Message) Header() *Header {
+	if !m.hdrDone {
+		m.hdr, m.hdrErr = ParseHeader(m.in.Raw)
+		m.hdrDone = true
+	}
+	return m.hdr
+}
+
+// HeaderErr is the problem met parsing the header, if any.
+func (m *Message) HeaderErr() error {
+	m.Header()
+	return m.hdrErr
+}
+
+// Body returns what the body facts need, walking the MIME tree on first use.
+func (m *Message) Body() *Body {
+	if !m.bodyDone {
+		lim := m.in.Limits
+		if lim == (Limits{}) {
+			lim = DefaultLimits()
+		}
+		m.body = ParseBody(m.in.Raw, m.Header(), lim)
+		m.bodyDone = true
+	}
+	return m.body
+}
+
+// Problems lists what was odd about the message (malformed header, unknown
+// charset, limits reached), for explain and the logs.
+func (m *Message) Problems() []string {
+	var out []string
+	if m.hdrDone && m.hdrErr != nil {
+		out = append(out, m.hdrErr.Error())
+	}
+	if m.bodyDone && m.body != nil {
+		out = append(out, m.body.Problems...)
+	}
+	return out
+}

@@ -1,0 +1,307 @@
+package builtins
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+)
+
+// Phase is the SMTP phase at which a fact becomes known. Rules run at the
+// earliest phase at which every fact they read is known.
+type Phase uint8
+
+// The SMTP phases, in the order a session goes through them.
+const (
+	Connect Phase = iota
+	Helo
+	Mail
+	Rcpt
+	Data
+)
+
+// NumPhases is the number of phases.
+const NumPhases = 5
+
+var phaseNames = [NumPhases]string{"connect", "helo", "mail", "rcpt", "data"}
+
+func (p Phase) String() string {
+	if int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("phase(%d)", p)
+}
+
+// ParsePhase reads a phase name as printed by String.
+func ParsePhase(s string) (Phase, bool) {
+	for i, n := range phaseNames {
+		if n == s {
+			return Phase(i), true
+		}
+	}
+	return 0, false
+}
+
+// Type is the type of a fact's value as rules see it.
+type Type uint8
+
+// Fact types.
+const (
+	Bool Type = iota
+	Int
+	Float
+	String
+	StringList
+)
+
+func (t Type) String() string {
+	switch t {
+	case Bool:
+		return "bool"
+	case Int:
+		return "int"
+	case Float:
+		return "float"
+	case String:
+		return "string"
+	case StringList:
+		return "[]string"
+	}
+	return fmt.Sprintf("type(%d)", t)
+}
+
+// funcType is the type of the zero-argument accessor that expressions call to
+// read a fact of type t. The engine rewrites every fact name in an expression
+// into such a call, so a fact is only computed when evaluation reaches it.
+func (t Type) funcType() reflect.Type {
+	switch t {
+	case Bool:
+		return reflect.TypeFor[func() bool]()
+	case Int:
+		return reflect.TypeFor[func() int]()
+	case Float:
+		return reflect.TypeFor[func() float64]()
+	case String:
+		return reflect.TypeFor[func() string]()
+	default:
+		return reflect.TypeFor[func() []string]()
+	}
+}
+
+// Convert turns a value given from outside (a fixture's YAML, a JSON context)
+// into the Go type the fact holds, or says why it cannot.
+func (t Type) Convert(v any) (any, error) {
+	switch t {
+	case Bool:
+		if b, ok := v.(bool); ok {
+			return b, nil
+		}
+	case Int:
+		switch n := v.(type) {
+		case int:
+			return n, nil
+		case int64:
+			return int(n), nil
+		case uint64:
+			return int(n), nil
+		case float64:
+			if n == float64(int(n)) {
+				return int(n), nil
+			}
+		}
+	case Float:
+		switch n := v.(type) {
+		case int:
+			return float64(n), nil
+		case int64:
+			return float64(n), nil
+		case float64:
+			return n, nil
+		}
+	case String:
+		switch s := v.(type) {
+		case string:
+			return s, nil
+		case nil:
+			return "", nil
+		}
+	case StringList:
+		switch l := v.(type) {
+		case []string:
+			return l, nil
+		case nil:
+			return []string{}, nil
+		case string:
+			return []string{l}, nil
+		case []any:
+			out := make([]string, 0, len(l))
+			for _, e := range l {
+				s, ok := e.(string)
+				if !ok {
+					return nil, fmt.Errorf("want a list of strings, got an element %v (%T)", e, e)
+				}
+				out = append(out, s)
+			}
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("want %s, got %v (%T)", t, v, v)
+}
+
+// Fact is one named value rules can read.
+type Fact struct {
+	Name  string
+	Type  Type
+	Phase Phase
+	Doc   string
+	// PerRecipient facts change with the recipient under consideration; a
+	// rule that reads one runs once per recipient.
+	PerRecipient bool
+	// Compute returns the fact's value for m, of the Go type matching Type.
+	// It runs at most once per message (once per recipient for PerRecipient
+	// facts) and only when an evaluated rule reads the fact. An error makes
+	// the rule that read it fail, which the engine turns into a temporary
+	// failure rather than a guess.
+	Compute func(m *Message) (any, error)
+
+	id int
+}
+
+// Func is a function rules can call.
+type Func struct {
+	Name      string
+	Signature string // as shown to operators, e.g. "header(name) string"
+	Phase     Phase  // earliest phase at which it can run; arguments may push it later
+	Doc       string
+	// Impl returns the function bound to m; its Go type is what expressions
+	// type-check against, and must be the same for every m.
+	Impl func(m *Message) any
+
+	typ reflect.Type
+}
+
+// Registry holds the facts and functions of one engine. It is filled at start
+// and read-only afterwards, so it is safe to share between goroutines once
+// rules have been compiled against it.
+type Registry struct {
+	facts  []*Fact
+	byName map[string]*Fact
+	funcs  map[string]*Func
+}
+
+// NewRegistry returns a registry holding the core facts and functions.
+func NewRegistry() *Registry {
+	r := &Registry{byName: map[string]*Fact{}, funcs: map[string]*Func{}}
+	for _, f := range coreFacts() {
+		if err := r.Register(f); err != nil {
+			panic(err) // the core table is static; a clash is a programming error caught by tests
+		}
+	}
+	for _, f := range coreFuncs() {
+		if err := r.RegisterFunc(f); err != nil {
+			panic(err)
+		}
+	}
+	return r
+}
+
+// Register adds a fact. Names are unique across facts and functions.
+func (r *Registry) Register(f Fact) error {
+	if f.Name == "" || f.Compute == nil {
+		return fmt.Errorf("register fact %q: name and Compute are required", f.Name)
+	}
+	if _, ok := r.byName[f.Name]; ok {
+		return fmt.Errorf("register fact %q: already registered", f.Name)
+	}
+	if _, ok := r.funcs[f.Name]; ok {
+		return fmt.Errorf("register fact %q: a function has that name", f.Name)
+	}
+	nf := f
+	nf.id = len(r.facts)
+	r.facts = append(r.facts, &nf)
+	r.byName[f.Name] = &nf
+	return nil
+}
+
+// SetCompute replaces how an already declared fact is computed, keeping its
+// name, type and phase: later subsystems (SPF, counters) plug in this way.
+func (r *Registry) SetCompute(name string, compute func(m *Message) (any, error)) error {
+	f, ok := r.byName[name]
+	if !ok {
+		return fmt.Errorf("set compute of %q: no such fact", name)
+	}
+	f.Compute = compute
+	return nil
+}
+
+// RegisterFunc adds a function.
+func (r *Registry) RegisterFunc(f Func) error {
+	if f.Name == "" || f.Impl == nil {
+		return fmt.Errorf("register function %q: name and Impl are required", f.Name)
+	}
+	if _, ok := r.funcs[f.Name]; ok {
+		return fmt.Errorf("register function %q: already registered", f.Name)
+	}
+	if _, ok := r.byName[f.Name]; ok {
+		return fmt.Errorf("register function %q: a fact has that name", f.Name)
+	}
+	nf := f
+	nf.typ = reflect.TypeOf(f.Impl(nil))
+	if nf.typ == nil || nf.typ.Kind() != reflect.Func {
+		return fmt.Errorf("register function %q: Impl must return a func", f.Name)
+	}
+	r.funcs[f.Name] = &nf
+	return nil
+}
+
+// Fact returns the fact with that name.
+func (r *Registry) Fact(name string) (*Fact, bool) {
+	f, ok := r.byName[name]
+	return f, ok
+}
+
+// Func returns the function with that name.
+func (r *Registry) Func(name string) (*Func, bool) {
+	f, ok := r.funcs[name]
+	return f, ok
+}
+
+// Facts returns every fact in registration order.
+func (r *Registry) Facts() []*Fact { return r.facts }
+
+// Funcs returns every function sorted by name.
+func (r *Registry) Funcs() []*Func {
+	out := make([]*Func, 0, len(r.funcs))
+	for _, f := range r.funcs {
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// TypeEnv is the environment expressions are type-checked against: each fact
+// as a zero-argument accessor of its type, each function with its signature.
+func (r *Registry) TypeEnv() map[string]any {
+	env := make(map[string]any, len(r.facts)+len(r.funcs))
+	for _, f := range r.facts {
+		env[f.Name] = reflect.Zero(f.Type.funcType()).Interface()
+	}
+	for _, f := range r.funcs {
+		env[f.Name] = reflect.Zero(f.typ).Interface()
+	}
+	return env
+}
+
+// Doc renders the registry as a reference table for operators.
+func (r *Registry) Doc() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-18s %-9s %-8s %s\n", "FACT", "TYPE", "PHASE", "MEANING")
+	for _, f := range r.facts {
+		fmt.Fprintf(&b, "%-18s %-9s %-8s %s\n", f.Name, f.Type, f.Phase, f.Doc)
+	}
+	b.WriteString("\nFUNCTION                      PHASE    MEANING\n")
+	for _, f := range r.Funcs() {
+		fmt.Fprintf(&b, "%-29s %-8s %s\n", f.Signature, f.Phase, f.Doc)
+	}
+	return b.String()
+}

@@ -1,0 +1,407 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/sluicemail/sluice/builtins"
+)
+
+// Txn evaluates one SMTP transaction (one message) against a RuleSet, phase
+// by phase, as the relay and the test harness both drive it:
+//
+//	t := rs.Begin(ctx, in)
+//	defer t.Close()
+//	if r := t.Connect(); r != nil { refuse with r }
+//	... t.Helo(name), t.Mail(from), t.Rcpt(addr) for each recipient ...
+//	v := t.Data(raw)
+//
+// A phase method returns a non-nil Reply when the rules refuse at that phase.
+// A Txn finishes on the RuleSet it began with, whatever reloads happen
+// meanwhile. It is not safe for concurrent use.
+type Txn struct {
+	rs *RuleSet
+	m  *builtins.Message
+	vm vm.VM
+	in *builtins.Input
+	id string
+
+	ran      [builtins.NumPhases]bool
+	dataDone bool
+
+	score   float64
+	hits    []Hit
+	errors  []string
+	decided *decision
+	hold    *Rule
+
+	rcpts       []RecipientVerdict
+	allowlisted map[string]bool // recipients an accept rule let through
+
+	// What a transaction on the same connection inherits after Reset: the
+	// connect and helo phases' hits and score.
+	connHits  int
+	connScore float64
+}
+
+// decision is a terminal outcome: a block or accept rule, or an internal error.
+type decision struct {
+	rule     *Rule
+	phase    Phase
+	internal bool
+}
+
+func newTxn(reg *builtins.Registry) any {
+	return &Txn{m: reg.NewMessage()}
+}
+
+// Begin starts evaluating a message. in is read as the session fills it in;
+// the engine adds each accepted recipient to in.Rcpts and sets in.Raw at DATA.
+func (rs *RuleSet) Begin(ctx context.Context, in *builtins.Input) *Txn {
+	t := rs.pool.Get().(*Txn)
+	t.rs, t.in = rs, in
+	t.m.Reset(ctx, in, rs.lists)
+	t.id = rs.ids.Next(rs.now())
+	t.ran = [builtins.NumPhases]bool{}
+	t.dataDone = false
+	t.score, t.hits, t.errors = 0, t.hits[:0], t.errors[:0]
+	t.decided, t.hold = nil, nil
+	t.rcpts = t.rcpts[:0]
+	clear(t.allowlisted)
+	t.connHits, t.connScore = 0, 0
+	return t
+}
+
+// Close returns the Txn to its pool; it must not be used afterwards.
+func (t *Txn) Close() {
+	t.in = nil
+	t.m.Reset(context.Background(), &builtins.Input{}, nil)
+	t.rs.pool.Put(t)
+}
+
+// ID is the decision id of the current transaction.
+func (t *Txn) ID() string { return t.id }
+
+// Message is the fact cache behind the evaluation (for explain and logs).
+func (t *Txn) Message() *builtins.Message { return t.m }
+
+// Reset starts a new transaction on the same connection (after RSET or a
+// completed message): the connection's facts and the connect and helo
+// phases' results stay, everything from MAIL on is forgotten.
+func (t *Txn) Reset() {
+	t.m.Invalidate(builtins.Mail)
+	t.in.MailFrom, t.in.Rcpts, t.in.Raw = "", nil, nil
+	t.id = t.rs.ids.Next(t.rs.now())
+	for p := builtins.Mail; p <= builtins.Data; p++ {
+		t.ran[p] = false
+	}
+	t.dataDone = false
+	t.hits = t.hits[:t.connHits]
+	t.score = t.connScore
+	t.errors = t.errors[:0]
+	if t.decided != nil && t.decided.phase >= builtins.Mail {
+		t.decided = nil
+	}
+	if t.hold != nil && t.hold.Phase >= builtins.Mail {
+		t.hold = nil
+	}
+	t.rcpts = t.rcpts[:0]
+	clear(t.allowlisted)
+}
+
+// Connect runs the connect-phase rules.
+func (t *Txn) Connect() *Reply {
+	return t.advance(builtins.Connect)
+}
+
+// Helo records the HELO/EHLO name and runs the helo-phase rules. A second
+// EHLO (after STARTTLS) runs them again with the new name.
+func (t *Txn) Helo(name string) *Reply {
+	if t.ran[builtins.Helo] {
+		t.in.Helo = name
+		t.m.Invalidate(builtins.Helo)
+		t.ran[builtins.Helo] = false
+		t.hits = t.hits[:t.connHits]
+		t.score = t.connScore
+	}
+	t.in.Helo = name
+	r := t.advance(builtins.Helo)
+	t.connHits, t.connScore = len(t.hits), t.score
+	return r
+}
+
+// Mail records the envelope sender and runs the mail-phase rules.
+func (t *Txn) Mail(from string) *Reply {
+	if !t.ran[builtins.Helo] {
+		t.connHits, t.connScore = len(t.hits), t.score
+	}
+	t.in.MailFrom = from
+	return t.advance(builtins.Mail)
+}
+
+// Rcpt runs the per-recipient rules for addr. A nil Reply accepts the
+// recipient, which is then added to the Input's Rcpts.
+func (t *Txn) Rcpt(addr string) *Reply {
+	if r := t.advance(builtins.Rcpt); r != nil {
+		t.rcpts = append(t.rcpts, recipientRefusal(addr, r))
+		return r
+	}
+	if t.decided != nil { // accepted by an earlier accept rule
+		t.acceptRcpt(addr, t.decided.rule.Name)
+		return nil
+	}
+	t.m.SetRcpt(addr)
+	rule, refusal := t.runRecipient(t.rs.phaseRules[builtins.Rcpt].rcpt, addr)
+	if refusal != nil {
+		t.rcpts = append(t.rcpts, recipientRefusal(addr, refusal))
+		return refusal
+	}
+	t.acceptRcpt(addr, rule)
+	return nil
+}
+
+func (t *Txn) acceptRcpt(addr, rule string) {
+	t.in.Rcpts = append(t.in.Rcpts, addr)
+	t.rcpts = append(t.rcpts, RecipientVerdict{Addr: addr, Action: Accept, Code: 250, Enhanced: "2.1.5", Text: "Ok", Rule: rule})
+}
+
+func recipientRefusal(addr string, r *Reply) RecipientVerdict {
+	return RecipientVerdict{Addr: addr, Action: r.Action, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text, Rule: r.Rule}
+}
+
+// Data runs the data-phase rules on the message and applies the thresholds;
+// the returned Verdict is final.
+func (t *Txn) Data(raw []byte) *Verdict {
+	t.in.Raw = raw
+	t.m.Invalidate(builtins.Data)
+	if t.advance(builtins.Rcpt) == nil && t.decided == nil && !t.noRecipients() && !t.allRecipientsAllowlisted() {
+		t.runMessage(t.rs.phaseRules[builtins.Data].message)
+		for _, addr := range t.in.Rcpts {
+			if t.decided != nil {
+				break
+			}
+			if t.allowlisted[addr] {
+				continue
+			}
+			t.m.SetRcpt(addr)
+			t.runRecipient(t.rs.phaseRules[builtins.Data].rcpt, addr)
+		}
+	}
+	t.ran[builtins.Data] = true
+	t.dataDone = true
+	return t.Verdict()
+}
+
+// noRecipients reports whether RCPT commands came and every one was refused.
+func (t *Txn) noRecipients() bool {
+	return len(t.in.Rcpts) == 0 && len(t.rcpts) > 0
+}
+
+func (t *Txn) allRecipientsAllowlisted() bool {
+	if len(t.in.Rcpts) == 0 {
+		return false
+	}
+	for _, a := range t.in.Rcpts {
+		if !t.allowlisted[a] {
+			return false
+		}
+	}
+	return true
+}
+
+// advance runs every message-level phase up to and including p that has not
+// run yet, and returns the refusal if a rule blocked.
+func (t *Txn) advance(p Phase) *Reply {
+	for q := builtins.Connect; q <= p && q < builtins.Data; q++ {
+		if t.ran[q] {
+			continue
+		}
+		t.ran[q] = true
+		if t.decided == nil {
+			t.runMessage(t.rs.phaseRules[q].message)
+		}
+	}
+	return t.refusal()
+}
+
+// refusal is the Reply for a terminal block or internal error, nil otherwise.
+func (t *Txn) refusal() *Reply {
+	d := t.decided
+	if d == nil {
+		return nil
+	}
+	if d.internal {
+		return &Reply{Action: Tempfail, Code: 451, Enhanced: "4.3.0", Text: internalErrorText, ID: t.id}
+	}
+	if d.rule.Then.Kind != ActBlock {
+		return nil
+	}
+	a := d.rule.Then
+	return &Reply{Action: blockAction(a.Code), Code: a.Code, Enhanced: a.Enhanced, Text: a.Text, Rule: d.rule.Name, ID: t.id}
+}
+
+func blockAction(code int) string {
+	if code < 500 {
+		return Tempfail
+	}
+	return Reject
+}
+
+// runMessage runs message-level rules in load order until one is terminal.
+func (t *Txn) runMessage(rules []*Rule) {
+	for _, r := range rules {
+		if t.decided != nil {
+			return
+		}
+		if !t.eval(r, "") || r.Shadow {
+			continue
+		}
+		switch r.Then.Kind {
+		case ActScore:
+			t.score += r.Then.Score
+		case ActHold:
+			if t.hold == nil {
+				t.hold = r
+			}
+		case ActBlock, ActAccept:
+			t.decided = &decision{rule: r, phase: r.Phase}
+		}
+	}
+}
+
+// runRecipient runs per-recipient rules for addr. A block refuses only addr
+// at RCPT; after DATA a recipient can no longer be refused alone, so there
+// it refuses the message. It returns the accepting rule's name, if any.
+func (t *Txn) runRecipient(rules []*Rule, addr string) (string, *Reply) {
+	for _, r := range rules {
+		if t.decided != nil {
+			return "", t.refusal()
+		}
+		if !t.eval(r, addr) || r.Shadow {
+			continue
+		}
+		switch r.Then.Kind {
+		case ActScore:
+			t.score += r.Then.Score
+		case ActHold:
+			if t.hold == nil {
+				t.hold = r
+			}
+		case ActAccept:
+			if t.allowlisted == nil {
+				t.allowlisted = map[string]bool{}
+			}
+			t.allowlisted[addr] = true
+			return r.Name, nil
+		case ActBlock:
+			if r.Phase == builtins.Data {
+				t.decided = &decision{rule: r, phase: r.Phase}
+				return "", t.refusal()
+			}
+			a := r.Then
+			return "", &Reply{Action: blockAction(a.Code), Code: a.Code, Enhanced: a.Enhanced, Text: a.Text, Rule: r.Name, ID: t.id}
+		}
+	}
+	return "", t.refusal()
+}
+
+// eval runs one rule and records a hit if it fired. An error (a fact that
+// could not be computed, a run-time failure) is recorded; for an enforced
+// rule it becomes a temporary failure, since neither passing nor refusing
+// the message would be a decision the operator wrote.
+func (t *Txn) eval(r *Rule, rcpt string) bool {
+	out, err := t.vm.Run(r.compiled.prog, t.m.Env())
+	if ferr := t.m.Err(); ferr != nil {
+		err = ferr
+		t.m.ClearErr()
+	}
+	if err != nil {
+		t.errors = append(t.errors, fmt.Sprintf("rule %s (%s): %v", r.Name, r.Where(), err))
+		if !r.Shadow && t.decided == nil {
+			t.decided = &decision{phase: r.Phase, internal: true}
+		}
+		return false
+	}
+	fired, ok := out.(bool)
+	if !ok {
+		t.errors = append(t.errors, fmt.Sprintf("rule %s (%s): expression gave %T, not a bool", r.Name, r.Where(), out))
+		return false
+	}
+	if fired {
+		t.hit(r, rcpt)
+	}
+	return fired
+}
+
+func (t *Txn) hit(r *Rule, rcpt string) {
+	c := r.compiled
+	ev := make([]Evidence, 0, len(c.facts)+len(c.evidence))
+	for _, f := range c.facts {
+		// Short-circuit evaluation may not have read every fact the rule
+		// names; show only what was read (or known anyway).
+		if t.m.Known(f) {
+			ev = append(ev, Evidence{Name: f.Name, Value: t.m.Value(f)})
+		}
+	}
+	for _, e := range c.evidence {
+		if v, err := t.vm.Run(e.prog, t.m.Env()); err == nil && t.m.Err() == nil {
+			ev = append(ev, Evidence{Name: e.label, Value: v})
+		}
+		t.m.ClearErr()
+	}
+	h := Hit{Rule: r.Name, Phase: r.Phase.String(), Action: r.Then.String(), Shadow: r.Shadow, Recipient: rcpt, Evidence: ev}
+	if r.Then.Kind == ActScore {
+		h.Score = r.Then.Score
+	}
+	t.hits = append(t.hits, h)
+}
+
+// Verdict returns the verdict as it stands: final after Data, or the
+// refusal decided at an earlier phase.
+func (t *Txn) Verdict() *Verdict {
+	v := &Verdict{
+		ID:    t.id,
+		Score: roundScore(t.score),
+		Hits:  append([]Hit(nil), t.hits...),
+		Phase: builtins.Data.String(),
+	}
+	if len(t.rcpts) > 0 {
+		v.Recipients = append([]RecipientVerdict(nil), t.rcpts...)
+	}
+	if len(t.errors) > 0 {
+		v.Errors = append([]string(nil), t.errors...)
+	}
+	th := t.rs.thresholds
+	switch d := t.decided; {
+	case d != nil && d.internal:
+		v.Action, v.Code, v.Enhanced, v.Text, v.Phase = Tempfail, 451, "4.3.0", internalErrorText, d.phase.String()
+	case d != nil && d.rule.Then.Kind == ActBlock:
+		a := d.rule.Then
+		v.Action, v.Code, v.Enhanced, v.Text = blockAction(a.Code), a.Code, a.Enhanced, a.Text
+		v.Rule, v.Phase = d.rule.Name, d.phase.String()
+	case d != nil: // accept
+		v.Action, v.Code, v.Enhanced, v.Text = Accept, 250, "2.0.0", "Ok"
+		v.Rule, v.Phase = d.rule.Name, d.phase.String()
+	case t.noRecipients():
+		// Nothing left to deliver: the message ends as its first refused
+		// recipient did.
+		r := t.rcpts[0]
+		v.Action, v.Code, v.Enhanced, v.Text, v.Rule, v.Phase = r.Action, r.Code, r.Enhanced, r.Text, r.Rule, builtins.Rcpt.String()
+	case t.dataDone && t.allRecipientsAllowlisted():
+		v.Action, v.Code, v.Enhanced, v.Text = Accept, 250, "2.0.0", "Ok"
+		v.Phase = builtins.Rcpt.String()
+	case t.dataDone && th.Reject != nil && v.Score >= *th.Reject:
+		v.Action, v.Code, v.Enhanced, v.Text = Reject, 554, "5.7.1", thresholdText
+	case t.hold != nil:
+		v.Action, v.Code, v.Enhanced, v.Text, v.Rule = Hold, 250, "2.0.0", t.hold.Then.Text, t.hold.Name
+	case t.dataDone && th.Hold != nil && v.Score >= *th.Hold:
+		v.Action, v.Code, v.Enhanced, v.Text = Hold, 250, "2.0.0", defaultHoldText
+	case t.dataDone && th.Tag != nil && v.Score >= *th.Tag:
+		v.Action, v.Code, v.Enhanced, v.Text = Tag, 250, "2.0.0", "Ok"
+	default:
+		v.Action, v.Code, v.Enhanced, v.Text = Accept, 250, "2.0.0", "Ok"
+	}
+	return v
+}

@@ -1,0 +1,595 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluicemail/sluice/builtins"
+)
+
+// Phase is re-exported so callers of the engine need not import builtins for it.
+type Phase = builtins.Phase
+
+// Rule is one compiled rule.
+type Rule struct {
+	Name        string
+	Description string
+	File        string
+	Line, Col   int
+	When        string
+	Then        Action
+	Shadow      bool
+	// Phase is the earliest SMTP phase at which every fact the rule reads
+	// is known; the rule runs there.
+	Phase Phase
+	// PerRecipient rules read rcpt and run once for each recipient.
+	PerRecipient bool
+	// Index is the rule's position in load order.
+	Index int
+
+	compiled *compiled
+}
+
+// Reads lists the facts the rule's expression reads, in order of appearance.
+func (r *Rule) Reads() []string {
+	out := make([]string, len(r.compiled.facts))
+	for i, f := range r.compiled.facts {
+		out[i] = f.Name
+	}
+	return out
+}
+
+// Where is the rule's position as FILE:LINE:COL.
+func (r *Rule) Where() string { return fmt.Sprintf("%s:%d:%d", r.File, r.Line, r.Col) }
+
+// Thresholds turn the total score into an action after DATA. A nil field is
+// not set.
+type Thresholds struct {
+	Reject *float64 `json:"reject,omitempty"`
+	Hold   *float64 `json:"hold,omitempty"`
+	Tag    *float64 `json:"tag,omitempty"`
+}
+
+// RuleSet is a compiled rules directory. It is immutable once loaded and safe
+// to share between goroutines; the relay swaps whole RuleSets on reload.
+type RuleSet struct {
+	reg        *builtins.Registry
+	rules      []*Rule
+	byName     map[string]*Rule
+	phaseRules [builtins.NumPhases]phaseRules
+	thresholds Thresholds
+	lists      staticLists
+	warnings   []Problem
+	dir        string
+	checksum   string
+	loadedAt   time.Time
+
+	ids  *IDSource
+	now  func() time.Time
+	pool sync.Pool
+}
+
+type phaseRules struct {
+	message []*Rule // run once per message
+	rcpt    []*Rule // run once per recipient
+}
+
+// Rules returns the rules in load order.
+func (rs *RuleSet) Rules() []*Rule { return rs.rules }
+
+// Rule returns the rule with that name.
+func (rs *RuleSet) Rule(name string) (*Rule, bool) {
+	r, ok := rs.byName[name]
+	return r, ok
+}
+
+// Thresholds returns the score thresholds.
+func (rs *RuleSet) Thresholds() Thresholds { return rs.thresholds }
+
+// Warnings returns what `sluice check` should point out without refusing the set.
+func (rs *RuleSet) Warnings() []Problem { return rs.warnings }
+
+// Checksum identifies the content of the files the set was loaded from.
+func (rs *RuleSet) Checksum() string { return rs.checksum }
+
+// Dir is the directory the set was loaded from.
+func (rs *RuleSet) Dir() string { return rs.dir }
+
+// Registry is the registry the set was compiled against.
+func (rs *RuleSet) Registry() *builtins.Registry { return rs.reg }
+
+// ListNames returns the names of the static lists.
+func (rs *RuleSet) ListNames() []string {
+	out := make([]string, 0, len(rs.lists))
+	for n := range rs.lists {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Options tune loading; the zero value is usable.
+type Options struct {
+	// IDs hands out decision ids; share one between reloads so ids stay
+	// unique and sortable for the life of the process.
+	IDs *IDSource
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+}
+
+// DynamicLists are the lists the store keeps; in_list on any other name that
+// no rules file defines draws a warning.
+var DynamicLists = []string{"bounces", "unsubscribes", "blocked"}
+
+// LoadDir loads every *.yaml and *.yml file of dir, in lexical order of file
+// name. Hidden files (editor swap files, Kubernetes' ..data) are skipped. On
+// any problem it returns a *LoadError listing them all and no RuleSet.
+func LoadDir(dir string, reg *builtins.Registry, opts Options) (*RuleSet, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, &LoadError{Problems: []Problem{{File: dir, Msg: fmt.Sprintf("cannot read rules directory: %v", err)}}}
+	}
+	var files []File
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		st, err := os.Stat(path) // follows symlinks, as ConfigMap mounts need
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return nil, &LoadError{Problems: []Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", err)}}}
+		}
+		files = append(files, File{Name: path, Src: src})
+	}
+	rs, err := Load(files, reg, opts)
+	if rs != nil {
+		rs.dir = dir
+	}
+	return rs, err
+}
+
+// File is one rules file's name (as it should appear in messages) and content.
+type File struct {
+	Name string
+	Src  []byte
+}
+
+// Load compiles rules files given in memory, in the order given.
+func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) {
+	l := &loader{
+		reg:   reg,
+		comp:  newExprCompiler(reg),
+		lists: staticLists{},
+		names: map[string]*Rule{},
+	}
+	sum := sha256.New()
+	for _, f := range files {
+		fmt.Fprintf(sum, "%s\x00%d\x00", filepath.Base(f.Name), len(f.Src))
+		sum.Write(f.Src)
+		l.loadFile(f.Name, f.Src)
+	}
+	if len(l.problems) > 0 {
+		sortProblems(l.problems)
+		return nil, &LoadError{Problems: l.problems}
+	}
+	rs := &RuleSet{
+		reg:        reg,
+		rules:      l.rules,
+		byName:     l.names,
+		thresholds: l.thresholds,
+		lists:      l.lists,
+		checksum:   hex.EncodeToString(sum.Sum(nil)),
+		ids:        opts.IDs,
+		now:        opts.Now,
+		loadedAt:   time.Now(),
+	}
+	if rs.ids == nil {
+		rs.ids = NewIDSource()
+	}
+	if rs.now == nil {
+		rs.now = time.Now
+	}
+	for _, r := range rs.rules {
+		pr := &rs.phaseRules[r.Phase]
+		if r.PerRecipient {
+			pr.rcpt = append(pr.rcpt, r)
+		} else {
+			pr.message = append(pr.message, r)
+		}
+	}
+	rs.warnings = append(l.warnings, rs.lint(l)...)
+	sortProblems(rs.warnings)
+	rs.pool.New = func() any { return newTxn(rs.reg) }
+	return rs, nil
+}
+
+type loader struct {
+	reg        *builtins.Registry
+	comp       *exprCompiler
+	rules      []*Rule
+	names      map[string]*Rule
+	thresholds Thresholds
+	thrWhere   string
+	lists      staticLists
+	problems   []Problem
+	warnings   []Problem
+	listUses   []listUse
+}
+
+// listUse records in_list("NAME", ...) with a constant name, to warn about
+// names no list has.
+type listUse struct {
+	rule *Rule
+	name string
+}
+
+var topKeys = []string{"thresholds", "lists", "rules"}
+
+func (l *loader) loadFile(name string, src []byte) {
+	s := newSource(name, src)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		l.problems = append(l.problems, s.yamlProblem(err))
+		return
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return // an empty file is allowed (everything commented out)
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return
+	}
+	if root.Kind != yaml.MappingNode {
+		l.problems = append(l.problems, s.atNode(root, "a rules file is a mapping with any of the keys thresholds, lists, rules"))
+		return
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		switch k.Value {
+		case "thresholds":
+			l.loadThresholds(s, k, v)
+		case "lists":
+			l.loadLists(s, v)
+		case "rules":
+			l.loadRules(s, v)
+		default:
+			l.problems = append(l.problems, s.atNode(k, fmt.Sprintf("unknown key %q: a rules file holds thresholds, lists and rules%s", k.Value, didYouMean(k.Value, topKeys))))
+		}
+	}
+}
+
+func (l *loader) loadThresholds(s *source, k, v *yaml.Node) {
+	if l.thrWhere != "" {
+		l.problems = append(l.problems, s.atNode(k, "thresholds are already defined at "+l.thrWhere+"; only one file may define them"))
+		return
+	}
+	l.thrWhere = fmt.Sprintf("%s:%d:%d", s.name, k.Line, k.Column)
+	if v.Kind != yaml.MappingNode {
+		l.problems = append(l.problems, s.atNode(v, "thresholds is a mapping, e.g. {reject: 13, hold: 8, tag: 5}"))
+		return
+	}
+	keys := []string{"reject", "hold", "tag"}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		tk, tv := v.Content[i], v.Content[i+1]
+		var dst **float64
+		switch tk.Value {
+		case "reject":
+			dst = &l.thresholds.Reject
+		case "hold":
+			dst = &l.thresholds.Hold
+		case "tag":
+			dst = &l.thresholds.Tag
+		default:
+			l.problems = append(l.problems, s.atNode(tk, fmt.Sprintf("unknown threshold %q: want reject, hold or tag%s", tk.Value, didYouMean(tk.Value, keys))))
+			continue
+		}
+		f, err := strconv.ParseFloat(tv.Value, 64)
+		if tv.Kind != yaml.ScalarNode || err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			l.problems = append(l.problems, s.atNode(tv, fmt.Sprintf("threshold %s: want a number, got %q", tk.Value, tv.Value)))
+			continue
+		}
+		*dst = &f
+	}
+	t := l.thresholds
+	order := []struct {
+		lo, hi         *float64
+		loName, hiName string
+	}{{t.Tag, t.Hold, "tag", "hold"}, {t.Hold, t.Reject, "hold", "reject"}, {t.Tag, t.Reject, "tag", "reject"}}
+	for _, o := range order {
+		if o.lo != nil && o.hi != nil && *o.lo > *o.hi {
+			l.problems = append(l.problems, s.atNode(k, fmt.Sprintf("threshold %s (%s) is above %s (%s): a message would reach %s first", o.loName, formatScore(*o.lo, false), o.hiName, formatScore(*o.hi, false), o.hiName)))
+		}
+	}
+}
+
+func (l *loader) loadLists(s *source, v *yaml.Node) {
+	if v.Kind != yaml.MappingNode {
+		l.problems = append(l.problems, s.atNode(v, "lists is a mapping of list names to lists of values"))
+		return
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		nk, nv := v.Content[i], v.Content[i+1]
+		name := nk.Value
+		if prev, ok := l.lists[name]; ok {
+			l.problems = append(l.problems, s.atNode(nk, fmt.Sprintf("list %q is already defined at %s", name, prev.where)))
+			continue
+		}
+		if nv.Kind != yaml.SequenceNode {
+			l.problems = append(l.problems, s.atNode(nv, fmt.Sprintf("list %q: want a sequence of values, e.g. [noreply, no-reply]", name)))
+			continue
+		}
+		list := &staticList{where: fmt.Sprintf("%s:%d:%d", s.name, nk.Line, nk.Column), exact: map[string]struct{}{}}
+		for _, e := range nv.Content {
+			if e.Kind != yaml.ScalarNode {
+				l.problems = append(l.problems, s.atNode(e, fmt.Sprintf("list %q: entries are single values", name)))
+				continue
+			}
+			list.add(e.Value)
+		}
+		l.lists[name] = list
+		for _, d := range DynamicLists {
+			if d == name {
+				l.warnings = append(l.warnings, s.atNode(nk, fmt.Sprintf("static list %q hides the dynamic list of the same name kept by the store", name)))
+			}
+		}
+	}
+}
+
+var ruleKeys = []string{"name", "when", "then", "description", "mode"}
+
+func (l *loader) loadRules(s *source, v *yaml.Node) {
+	if v.Kind != yaml.SequenceNode {
+		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+			return
+		}
+		l.problems = append(l.problems, s.atNode(v, "rules is a sequence: each rule starts with \"- \""))
+		return
+	}
+	base := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(s.name), ".yaml"), ".yml")
+	for i, item := range v.Content {
+		derived := fmt.Sprintf("%s#%d", base, i+1)
+		switch item.Kind {
+		case yaml.ScalarNode:
+			l.oneLiner(s, derived, nil, item)
+		case yaml.MappingNode:
+			if len(item.Content) == 2 && !isRuleKey(item.Content[0].Value) {
+				k, val := item.Content[0], item.Content[1]
+				if strings.Contains(k.Value, "=>") {
+					l.problems = append(l.problems, s.atNode(k, "YAML read this rule as a mapping because it holds \": \"; quote the whole rule, as in\n    "+quotedForm(s.line(k.Line))))
+					continue
+				}
+				if val.Kind != yaml.ScalarNode {
+					l.problems = append(l.problems, s.atNode(val, fmt.Sprintf("rule %q: a named rule is written name: 'EXPR => ACTION'", k.Value)))
+					continue
+				}
+				l.oneLiner(s, k.Value, k, val)
+				continue
+			}
+			l.fullForm(s, derived, item)
+		default:
+			l.problems = append(l.problems, s.atNode(item, "a rule is \"EXPR => ACTION\", a mapping NAME: \"EXPR => ACTION\", or a mapping with name, when, then"))
+		}
+	}
+}
+
+func isRuleKey(k string) bool {
+	for _, r := range ruleKeys {
+		if k == r {
+			return true
+		}
+	}
+	return false
+}
+
+// oneLiner handles "EXPR => ACTION", named (nameNode set) or not.
+func (l *loader) oneLiner(s *source, name string, nameNode, v *yaml.Node) {
+	val := v.Value
+	arrow := findArrow(val)
+	if arrow < 0 {
+		msg := "a one-line rule is written \"EXPR => ACTION\"; this one has no =>"
+		if _, err := ParseAction(val); err == nil {
+			msg = "this rule has an action but no expression: write \"EXPR => " + strings.TrimSpace(val) + "\""
+		}
+		l.problems = append(l.problems, s.atNode(v, msg))
+		return
+	}
+	pos := v
+	if nameNode != nil {
+		pos = nameNode
+	}
+	r := &Rule{Name: name, File: s.name, Line: pos.Line, Col: pos.Column, When: strings.TrimSpace(val[:arrow])}
+	whenOff := len(val[:arrow]) - len(strings.TrimLeft(val[:arrow], " \t"))
+	ok := l.compileRule(s, r, v, whenOff)
+	act, err := ParseAction(val[arrow+2:])
+	if err != nil {
+		l.actionProblem(s, v, arrow+2, err)
+		return
+	}
+	r.Then = act
+	if ok {
+		l.add(s, r, pos)
+	}
+}
+
+// findArrow returns the byte offset of the first "=>" outside string
+// literals, or -1.
+func findArrow(s string) int {
+	var q byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case q != 0:
+			if c == '\\' {
+				i++
+			} else if c == q {
+				q = 0
+			}
+		case c == '"' || c == '\'' || c == '`':
+			q = c
+		case c == '=' && i+1 < len(s) && s[i+1] == '>':
+			return i
+		}
+	}
+	return -1
+}
+
+func (l *loader) fullForm(s *source, derived string, item *yaml.Node) {
+	r := &Rule{Name: derived, File: s.name, Line: item.Line, Col: item.Column}
+	var when, then *yaml.Node
+	bad := false
+	for i := 0; i+1 < len(item.Content); i += 2 {
+		k, v := item.Content[i], item.Content[i+1]
+		if v.Kind != yaml.ScalarNode {
+			l.problems = append(l.problems, s.atNode(v, fmt.Sprintf("%s: want a single value", k.Value)))
+			bad = true
+			continue
+		}
+		switch k.Value {
+		case "name":
+			r.Name = v.Value
+		case "when":
+			when = v
+		case "then":
+			then = v
+		case "description":
+			r.Description = v.Value
+		case "mode":
+			switch v.Value {
+			case "enforce", "":
+			case "shadow":
+				r.Shadow = true
+			default:
+				l.problems = append(l.problems, s.atNode(v, fmt.Sprintf("mode %q: want enforce or shadow%s", v.Value, didYouMean(v.Value, []string{"enforce", "shadow"}))))
+				bad = true
+			}
+		default:
+			l.problems = append(l.problems, s.atNode(k, fmt.Sprintf("unknown rule key %q: a rule has name, when, then, description, mode%s", k.Value, didYouMean(k.Value, ruleKeys))))
+			bad = true
+		}
+	}
+	if when == nil {
+		l.problems = append(l.problems, s.atNode(item, fmt.Sprintf("rule %q has no when", r.Name)))
+		bad = true
+	}
+	if then == nil {
+		l.problems = append(l.problems, s.atNode(item, fmt.Sprintf("rule %q has no then", r.Name)))
+		bad = true
+	}
+	if when != nil {
+		r.When = when.Value
+		if !l.compileRule(s, r, when, 0) {
+			bad = true
+		}
+	}
+	if then != nil {
+		act, err := ParseAction(then.Value)
+		if err != nil {
+			l.actionProblem(s, then, 0, err)
+			bad = true
+		}
+		r.Then = act
+	}
+	if !bad {
+		l.add(s, r, item)
+	}
+}
+
+func (l *loader) actionProblem(s *source, v *yaml.Node, off int, err error) {
+	if ae, ok := err.(*actionError); ok {
+		off += ae.Off
+	}
+	line, col := s.scalarPos(v, off)
+	l.problems = append(l.problems, s.at(line, col, err.Error()))
+}
+
+// compileRule compiles r.When, found at byte offset off of scalar v.
+func (l *loader) compileRule(s *source, r *Rule, v *yaml.Node, off int) bool {
+	c, errs := l.comp.compileWhen(r.When)
+	for _, e := range errs {
+		line, col := s.scalarPos(v, off+e.Off)
+		l.problems = append(l.problems, s.at(line, col, e.Msg))
+	}
+	if c == nil {
+		return false
+	}
+	r.compiled = c
+	r.Phase = c.phase
+	r.PerRecipient = c.perRcpt
+	return true
+}
+
+func (l *loader) add(s *source, r *Rule, at *yaml.Node) {
+	if r.Name == "" || strings.ContainsAny(r.Name, " \t\r\n\"'") {
+		l.problems = append(l.problems, s.atNode(at, fmt.Sprintf("rule name %q: names are non-empty and hold no spaces or quotes", r.Name)))
+		return
+	}
+	if prev, ok := l.names[r.Name]; ok {
+		l.problems = append(l.problems, s.atNode(at, fmt.Sprintf("duplicate rule name %q: already used at %s", r.Name, prev.Where())))
+		return
+	}
+	r.Index = len(l.rules)
+	l.rules = append(l.rules, r)
+	l.names[r.Name] = r
+}
+
+// staticList is a list from a rules file. Values match case-insensitively;
+// an entry in CIDR form matches any address inside it.
+type staticList struct {
+	where    string
+	exact    map[string]struct{}
+	prefixes []netip.Prefix
+}
+
+func (sl *staticList) add(v string) {
+	v = strings.ToLower(strings.TrimSpace(v))
+	if p, err := netip.ParsePrefix(v); err == nil {
+		sl.prefixes = append(sl.prefixes, p.Masked())
+		return
+	}
+	sl.exact[v] = struct{}{}
+}
+
+func (sl *staticList) contains(v string) bool {
+	v = strings.ToLower(strings.Trim(strings.TrimSpace(v), "<>"))
+	if _, ok := sl.exact[v]; ok {
+		return true
+	}
+	if len(sl.prefixes) > 0 {
+		if ip, err := netip.ParseAddr(v); err == nil {
+			ip = ip.Unmap()
+			for _, p := range sl.prefixes {
+				if p.Contains(ip) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+type staticLists map[string]*staticList
+
+func (ls staticLists) Lookup(name, value string) (bool, bool) {
+	l, ok := ls[name]
+	if !ok {
+		return false, false
+	}
+	return l.contains(value), true
+}

@@ -1,0 +1,318 @@
+// Package ruletest owns rule fixtures: it loads *.test.yaml cases and their
+// .eml messages, replays them through the engine exactly as the relay would,
+// checks the expectations, and reports as text, JUnit XML and rule coverage.
+package ruletest
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/engine"
+)
+
+// Case is one fixture case.
+type Case struct {
+	Name    string
+	File    string // the .test.yaml it came from
+	Line    int
+	EML     string // path of the message file, "" when inline
+	Message []byte
+	Context Context
+	Expect  Expect
+}
+
+// Where is the case's position as FILE:LINE.
+func (c *Case) Where() string { return fmt.Sprintf("%s:%d", c.File, c.Line) }
+
+// Context is what the .eml alone cannot carry (SPEC 4). Keys not given take
+// neutral defaults: client 127.0.0.1 with PTR localhost, HELO localhost, no
+// TLS, unauthenticated, envelope sender and recipients taken from the
+// From, To and Cc headers.
+type Context struct {
+	ClientIP string              `yaml:"client_ip"`
+	Helo     *string             `yaml:"helo"`
+	RDNS     *string             `yaml:"rdns"`
+	TLS      bool                `yaml:"tls"`
+	SMTPUser string              `yaml:"smtp_user"`
+	MailFrom *string             `yaml:"mail_from"`
+	Rcpts    []string            `yaml:"rcpts"`
+	Facts    map[string]any      `yaml:"facts"`
+	Lists    map[string][]string `yaml:"lists"` // dynamic lists (bounces, unsubscribes, ...) as the store would hold them
+}
+
+// Expect is what must hold of the verdict; every key is optional.
+type Expect struct {
+	Action     string                     `yaml:"action"`
+	Code       int                        `yaml:"code"`
+	Enhanced   string                     `yaml:"enhanced"`
+	Text       string                     `yaml:"text"` // the reply text must contain this
+	Score      *ScoreExpect               `yaml:"score"`
+	Rules      []string                   `yaml:"rules"`
+	NotRules   []string                   `yaml:"not_rules"`
+	Recipients map[string]RecipientExpect `yaml:"recipients"`
+}
+
+// RecipientExpect is what must hold for one recipient.
+type RecipientExpect struct {
+	Action   string `yaml:"action"`
+	Code     int    `yaml:"code"`
+	Enhanced string `yaml:"enhanced"`
+}
+
+// ScoreExpect is an exact score, or bounds.
+type ScoreExpect struct {
+	Exact    *float64
+	Min, Max *float64
+}
+
+// UnmarshalYAML reads `score: 5`, `score: {min: 13}` or `{min: 1, max: 4}`.
+func (s *ScoreExpect) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var f float64
+		if err := n.Decode(&f); err != nil {
+			return fmt.Errorf("line %d: score: want a number or {min: N, max: N}", n.Line)
+		}
+		s.Exact = &f
+		return nil
+	}
+	var m struct {
+		Min *float64 `yaml:"min"`
+		Max *float64 `yaml:"max"`
+	}
+	if err := decodeStrict(n, &m); err != nil {
+		return fmt.Errorf("score: %w", err)
+	}
+	s.Min, s.Max = m.Min, m.Max
+	return nil
+}
+
+func (s *ScoreExpect) String() string {
+	switch {
+	case s.Exact != nil:
+		return fmt.Sprintf("%g", *s.Exact)
+	case s.Min != nil && s.Max != nil:
+		return fmt.Sprintf("%g..%g", *s.Min, *s.Max)
+	case s.Min != nil:
+		return fmt.Sprintf(">= %g", *s.Min)
+	case s.Max != nil:
+		return fmt.Sprintf("<= %g", *s.Max)
+	}
+	return "any"
+}
+
+func decodeStrict(n *yaml.Node, v any) error {
+	// yaml.Node.Decode has no KnownFields switch; round-trip through a
+	// decoder that has one, so a misspelt key is an error, not ignored.
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return fixLines(err, n.Line-1)
+	}
+	return nil
+}
+
+// fixLines shifts "line N" in a yaml error by off, since decodeStrict
+// re-encodes a node out of its file.
+func fixLines(err error, off int) error {
+	msg := err.Error()
+	var out strings.Builder
+	for {
+		i := strings.Index(msg, "line ")
+		if i < 0 {
+			out.WriteString(msg)
+			break
+		}
+		out.WriteString(msg[:i+5])
+		msg = msg[i+5:]
+		j := 0
+		for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
+			j++
+		}
+		if j == 0 {
+			continue
+		}
+		var n int
+		fmt.Sscanf(msg[:j], "%d", &n)
+		fmt.Fprintf(&out, "%d", n+off)
+		msg = msg[j:]
+	}
+	return fmt.Errorf("%s", strings.TrimPrefix(out.String(), "yaml: "))
+}
+
+type rawFile struct {
+	Cases []yaml.Node `yaml:"cases"`
+}
+
+type rawCase struct {
+	Name    string  `yaml:"name"`
+	EML     string  `yaml:"eml"`
+	Message string  `yaml:"message"`
+	Context Context `yaml:"context"`
+	Expect  Expect  `yaml:"expect"`
+}
+
+// Find returns every *.test.yaml file under the given paths, sorted. A path
+// may name a file directly.
+func Find(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && (strings.HasSuffix(path, ".test.yaml") || strings.HasSuffix(path, ".test.yml")) {
+				out = append(out, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// LoadFile reads the cases of one fixture file. Problems with single cases
+// (a missing .eml, a misspelt key) are returned with the cases that loaded.
+func LoadFile(path string) ([]*Case, []error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, []error{err}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, []error{fmt.Errorf("%s: %v", path, err)}
+	}
+	if len(doc.Content) == 0 {
+		return nil, []error{fmt.Errorf("%s: empty fixture file: want a mapping with cases", path)}
+	}
+	var rf rawFile
+	if err := decodeStrict(doc.Content[0], &rf); err != nil {
+		return nil, []error{fmt.Errorf("%s: %v", path, err)}
+	}
+	var cases []*Case
+	var errs []error
+	for i := range rf.Cases {
+		n := &rf.Cases[i]
+		var rc rawCase
+		if err := decodeStrict(n, &rc); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: %v", path, n.Line, err))
+			continue
+		}
+		c := &Case{Name: rc.Name, File: path, Line: n.Line, Context: rc.Context, Expect: rc.Expect}
+		if c.Name == "" {
+			c.Name = fmt.Sprintf("case %d", i+1)
+		}
+		switch {
+		case rc.EML != "" && rc.Message != "":
+			errs = append(errs, fmt.Errorf("%s: case %q: give eml or message, not both", c.Where(), c.Name))
+			continue
+		case rc.EML != "":
+			c.EML = filepath.Join(filepath.Dir(path), rc.EML)
+			b, err := os.ReadFile(c.EML)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: case %q: %v", c.Where(), c.Name, err))
+				continue
+			}
+			c.Message = b
+		default:
+			c.Message = []byte(rc.Message)
+		}
+		cases = append(cases, c)
+	}
+	return cases, errs
+}
+
+// Input builds the engine input and envelope for a case, applying the
+// neutral defaults and checking fact overrides against the registry.
+func (ctx *Context) Input(reg *builtins.Registry, raw []byte) (*builtins.Input, engine.Envelope, error) {
+	in := &builtins.Input{
+		ClientIP:      ctx.ClientIP,
+		TLS:           ctx.TLS,
+		SMTPUser:      ctx.SMTPUser,
+		Authenticated: ctx.SMTPUser != "",
+	}
+	if in.ClientIP == "" {
+		in.ClientIP = "127.0.0.1"
+	}
+	if ctx.RDNS != nil {
+		in.RDNS, in.RDNSKnown = *ctx.RDNS, true
+	}
+	env := engine.Envelope{Helo: "localhost", Raw: raw}
+	if ctx.Helo != nil {
+		env.Helo = *ctx.Helo
+	}
+	hdr, _ := builtins.ParseHeader(raw)
+	if ctx.MailFrom != nil {
+		env.MailFrom = *ctx.MailFrom
+	} else {
+		env.MailFrom = hdr.From()
+	}
+	if ctx.Rcpts != nil {
+		env.Rcpts = ctx.Rcpts
+	} else {
+		env.Rcpts = append(hdr.Addresses("To"), hdr.Addresses("Cc")...)
+	}
+	if len(ctx.Facts) > 0 {
+		in.Overrides = make(map[string]any, len(ctx.Facts))
+		names := make([]string, 0, len(ctx.Facts))
+		for name := range ctx.Facts {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			f, ok := reg.Fact(name)
+			if !ok {
+				all := make([]string, 0)
+				for _, f := range reg.Facts() {
+					all = append(all, f.Name)
+				}
+				return nil, env, fmt.Errorf("context.facts: unknown fact %q%s", name, engine.DidYouMean(name, all))
+			}
+			v, err := f.Type.Convert(ctx.Facts[name])
+			if err != nil {
+				return nil, env, fmt.Errorf("context.facts.%s: %v", name, err)
+			}
+			in.Overrides[name] = v
+		}
+	}
+	if len(ctx.Lists) > 0 {
+		in.Lists = mapLists(ctx.Lists)
+	}
+	return in, env, nil
+}
+
+// mapLists is a ListSource for fixtures: the dynamic lists a case says the
+// store holds.
+type mapLists map[string][]string
+
+func (m mapLists) InList(_ context.Context, name, value string) (bool, error) {
+	value = strings.ToLower(strings.TrimSpace(value))
+	for _, v := range m[name] {
+		if strings.ToLower(strings.TrimSpace(v)) == value {
+			return true, nil
+		}
+	}
+	return false, nil
+}
