@@ -39,6 +39,10 @@ type Input struct {
 	Rcpts         []string
 	Raw           []byte // the message as received, nil before DATA
 
+	// Parsed, when set, is Raw already parsed (by a caller that parsed it
+	// anyway); the facts use it instead of parsing again.
+	Parsed *Parsed
+
 	// Overrides give a fact's value by name, already of the fact's Go type
 	// (see Type.Convert); the harness uses them for facts a fixture cannot
 	// carry, and they win over computing.
@@ -52,6 +56,7 @@ type Input struct {
 const (
 	stateUnknown uint8 = iota
 	stateKnown
+	stateFailed // computing failed; every read fails the same way
 )
 
 // Message is the per-message evaluation state: the input, a cache holding each
@@ -67,6 +72,7 @@ type Message struct {
 
 	vals  []any
 	state []uint8
+	errs  []error // per fact, when stateFailed
 	err   error
 
 	env map[string]any
@@ -84,6 +90,7 @@ func (r *Registry) NewMessage() *Message {
 		reg:   r,
 		vals:  make([]any, len(r.facts)),
 		state: make([]uint8, len(r.facts)),
+		errs:  make([]error, len(r.facts)),
 		env:   make(map[string]any, len(r.facts)+len(r.funcs)),
 		ctx:   context.Background(),
 		in:    &Input{},
@@ -123,6 +130,7 @@ func (m *Message) Reset(ctx context.Context, in *Input, static StaticLists) {
 	m.err = nil
 	clear(m.vals)
 	clear(m.state)
+	clear(m.errs)
 	m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
 	m.body, m.bodyDone = nil, false
 }
@@ -132,7 +140,7 @@ func (m *Message) Reset(ctx context.Context, in *Input, static StaticLists) {
 func (m *Message) Invalidate(p Phase) {
 	for _, f := range m.reg.facts {
 		if f.Phase >= p {
-			m.vals[f.id], m.state[f.id] = nil, stateUnknown
+			m.vals[f.id], m.state[f.id], m.errs[f.id] = nil, stateUnknown, nil
 		}
 	}
 	if p <= Data {
@@ -147,7 +155,7 @@ func (m *Message) SetRcpt(addr string) {
 	m.rcpt = addr
 	for _, f := range m.reg.facts {
 		if f.PerRecipient {
-			m.vals[f.id], m.state[f.id] = nil, stateUnknown
+			m.vals[f.id], m.state[f.id], m.errs[f.id] = nil, stateUnknown, nil
 		}
 	}
 }
@@ -194,25 +202,32 @@ func (m *Message) ValueOf(name string) (any, error) {
 }
 
 func (m *Message) get(id int) any {
-	if m.state[id] == stateKnown {
+	switch m.state[id] {
+	case stateKnown:
+		return m.vals[id]
+	case stateFailed:
+		// Every rule that reads a failed fact fails, not just the first.
+		m.Fail(m.errs[id])
 		return m.vals[id]
 	}
 	f := m.reg.facts[id]
 	var v any
+	state := stateKnown
 	if o, ok := m.in.Overrides[f.Name]; ok {
 		v = o
 	} else {
 		var err error
 		v, err = m.compute(f)
 		if err != nil {
-			m.Fail(fmt.Errorf("fact %s: %w", f.Name, err))
-			v = nil
+			err = fmt.Errorf("fact %s: %w", f.Name, err)
+			m.errs[id], state, v = err, stateFailed, nil
+			m.Fail(err)
 		}
 	}
 	if v == nil {
 		v = reflect.Zero(f.Type.funcType().Out(0)).Interface()
 	}
-	m.vals[id], m.state[id] = v, stateKnown
+	m.vals[id], m.state[id] = v, state
 	return v
 }
 
@@ -227,10 +242,30 @@ func (m *Message) compute(f *Fact) (v any, err error) {
 	return f.Compute(m)
 }
 
+// Parsed is a message's header and body as the facts need them.
+type Parsed struct {
+	Header    *Header
+	HeaderErr error
+	Body      *Body
+}
+
+// Parse parses raw once, for callers that want to keep the result.
+func Parse(raw []byte, lim Limits) *Parsed {
+	h, err := ParseHeader(raw)
+	if lim == (Limits{}) {
+		lim = DefaultLimits()
+	}
+	return &Parsed{Header: h, HeaderErr: err, Body: ParseBody(raw, h, lim)}
+}
+
 // Header returns the parsed top-level header, parsing it on first use.
 func (m *Message) Header() *Header {
 	if !m.hdrDone {
-		m.hdr, m.hdrErr = ParseHeader(m.in.Raw)
+		if p := m.in.Parsed; p != nil && p.Header != nil {
+			m.hdr, m.hdrErr = p.Header, p.HeaderErr
+		} else {
+			m.hdr, m.hdrErr = ParseHeader(m.in.Raw)
+		}
 		m.hdrDone = true
 	}
 	return m.hdr
@@ -244,6 +279,9 @@ func (m *Message) HeaderErr() error {
 
 // Body returns what the body facts need, walking the MIME tree on first use.
 func (m *Message) Body() *Body {
+	if !m.bodyDone && m.in.Parsed != nil && m.in.Parsed.Body != nil {
+		m.body, m.bodyDone = m.in.Parsed.Body, true
+	}
 	if !m.bodyDone {
 		lim := m.in.Limits
 		if lim == (Limits{}) {

@@ -268,7 +268,11 @@ func (s *scan) letNames() []string {
 // has_header, in_list) whose arguments use only constants and facts: their
 // values explain a verdict better than the facts alone.
 func (s *scan) evidenceLabels(c *exprCompiler) []string {
-	var out []string
+	type label struct {
+		text string
+		at   int
+	}
+	var found []label
 	seen := map[string]bool{}
 	for _, call := range s.calls {
 		name := call.Callee.(*ast.IdentifierNode).Value
@@ -282,12 +286,14 @@ func (s *scan) evidenceLabels(c *exprCompiler) []string {
 		l := call.String()
 		if !seen[l] {
 			seen[l] = true
-			out = append(out, l)
+			found = append(found, label{l, call.Callee.Location().From})
 		}
 	}
-	// Post-order visiting lists inner calls first; show outer ones first.
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
+	// In the order they are written.
+	sort.SliceStable(found, func(i, j int) bool { return found[i].at < found[j].at })
+	out := make([]string, len(found))
+	for i, l := range found {
+		out[i] = l.text
 	}
 	return out
 }

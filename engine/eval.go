@@ -40,10 +40,16 @@ type Txn struct {
 	rcpts       []RecipientVerdict
 	allowlisted map[string]bool // recipients an accept rule let through
 
-	// What a transaction on the same connection inherits after Reset: the
-	// connect and helo phases' hits and score.
-	connHits  int
-	connScore float64
+	// marks[p] is the state just before phase p ran, so that a phase can
+	// be run again (a second EHLO) or a transaction restarted (RSET).
+	marks [builtins.NumPhases]mark
+}
+
+type mark struct {
+	hits    int
+	score   float64
+	hold    *Rule
+	decided *decision
 }
 
 // decision is a terminal outcome: a block or accept rule, or an internal error.
@@ -70,7 +76,6 @@ func (rs *RuleSet) Begin(ctx context.Context, in *builtins.Input) *Txn {
 	t.decided, t.hold = nil, nil
 	t.rcpts = t.rcpts[:0]
 	clear(t.allowlisted)
-	t.connHits, t.connScore = 0, 0
 	return t
 }
 
@@ -91,22 +96,24 @@ func (t *Txn) Message() *builtins.Message { return t.m }
 // completed message): the connection's facts and the connect and helo
 // phases' results stay, everything from MAIL on is forgotten.
 func (t *Txn) Reset() {
-	t.m.Invalidate(builtins.Mail)
+	t.rewind(builtins.Mail)
 	t.in.MailFrom, t.in.Rcpts, t.in.Raw = "", nil, nil
 	t.id = t.rs.ids.Next(t.rs.now())
-	for p := builtins.Mail; p <= builtins.Data; p++ {
-		t.ran[p] = false
+	t.errors = t.errors[:0]
+}
+
+// rewind forgets phase p and every later one, as if they had not run.
+func (t *Txn) rewind(p Phase) {
+	t.m.Invalidate(p)
+	if t.ran[p] {
+		mk := t.marks[p]
+		t.hits = t.hits[:mk.hits]
+		t.score, t.hold, t.decided = mk.score, mk.hold, mk.decided
+	}
+	for q := p; q <= builtins.Data; q++ {
+		t.ran[q] = false
 	}
 	t.dataDone = false
-	t.hits = t.hits[:t.connHits]
-	t.score = t.connScore
-	t.errors = t.errors[:0]
-	if t.decided != nil && t.decided.phase >= builtins.Mail {
-		t.decided = nil
-	}
-	if t.hold != nil && t.hold.Phase >= builtins.Mail {
-		t.hold = nil
-	}
 	t.rcpts = t.rcpts[:0]
 	clear(t.allowlisted)
 }
@@ -119,24 +126,13 @@ func (t *Txn) Connect() *Reply {
 // Helo records the HELO/EHLO name and runs the helo-phase rules. A second
 // EHLO (after STARTTLS) runs them again with the new name.
 func (t *Txn) Helo(name string) *Reply {
-	if t.ran[builtins.Helo] {
-		t.in.Helo = name
-		t.m.Invalidate(builtins.Helo)
-		t.ran[builtins.Helo] = false
-		t.hits = t.hits[:t.connHits]
-		t.score = t.connScore
-	}
+	t.rewind(builtins.Helo)
 	t.in.Helo = name
-	r := t.advance(builtins.Helo)
-	t.connHits, t.connScore = len(t.hits), t.score
-	return r
+	return t.advance(builtins.Helo)
 }
 
 // Mail records the envelope sender and runs the mail-phase rules.
 func (t *Txn) Mail(from string) *Reply {
-	if !t.ran[builtins.Helo] {
-		t.connHits, t.connScore = len(t.hits), t.score
-	}
 	t.in.MailFrom = from
 	return t.advance(builtins.Mail)
 }
@@ -176,6 +172,7 @@ func recipientRefusal(addr string, r *Reply) RecipientVerdict {
 func (t *Txn) Data(raw []byte) *Verdict {
 	t.in.Raw = raw
 	t.m.Invalidate(builtins.Data)
+	t.m.SetRcpt("")
 	if t.advance(builtins.Rcpt) == nil && t.decided == nil && !t.noRecipients() && !t.allRecipientsAllowlisted() {
 		t.runMessage(t.rs.phaseRules[builtins.Data].message)
 		for _, addr := range t.in.Rcpts {
@@ -218,6 +215,7 @@ func (t *Txn) advance(p Phase) *Reply {
 		if t.ran[q] {
 			continue
 		}
+		t.marks[q] = mark{hits: len(t.hits), score: t.score, hold: t.hold, decided: t.decided}
 		t.ran[q] = true
 		if t.decided == nil {
 			t.runMessage(t.rs.phaseRules[q].message)
