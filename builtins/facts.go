@@ -170,43 +170,24 @@ func Domain(addr string) string {
 }
 
 func coreFuncs() []Func {
+	str := func(a any) string { s, _ := a.(string); return s }
 	return []Func{
 		{Name: "header", Signature: "header(name) string", Phase: Data,
-			Doc: `first value of the named header, decoded; "" if absent`,
-			Impl: func(m *Message) any {
-				return func(name string) string {
-					if m == nil {
-						return ""
-					}
-					return m.Header().Get(name)
-				}
-			}},
+			Doc: `first value of the named header, decoded; "" if absent`, Params: []Type{String}, Result: String,
+			Call: func(m *Message, a []any) any { return m.Header().Get(str(a[0])) }},
 		{Name: "has_header", Signature: "has_header(name) bool", Phase: Data,
-			Doc: "the message has the named header",
-			Impl: func(m *Message) any {
-				return func(name string) bool {
-					if m == nil {
-						return false
-					}
-					return m.Header().Has(name)
-				}
-			}},
+			Doc: "the message has the named header", Params: []Type{String}, Result: Bool,
+			Call: func(m *Message, a []any) any { return m.Header().Has(str(a[0])) }},
 		{Name: "in_list", Signature: "in_list(name, value) bool", Phase: Connect,
-			Doc: "value is on the named list: a static list from the rules directory, else a dynamic one (bounces, unsubscribes, blocked)",
-			Impl: func(m *Message) any {
-				return func(name, value string) bool {
-					if m == nil {
-						return false
-					}
-					return m.inList(name, value)
-				}
-			}},
+			Doc:    "value is on the named list: a static list from the rules directory, else a dynamic one (bounces, unsubscribes, blocked)",
+			Params: []Type{String, String}, Result: Bool,
+			Call:   func(m *Message, a []any) any { return m.inList(str(a[0]), str(a[1])) }},
 		{Name: "local_part", Signature: "local_part(addr) string", Phase: Connect,
-			Doc:  "part of addr before the '@', lower case",
-			Impl: func(*Message) any { return LocalPart }},
+			Doc: "part of addr before the '@', lower case", Params: []Type{String}, Result: String,
+			Call: func(_ *Message, a []any) any { return LocalPart(str(a[0])) }},
 		{Name: "domain", Signature: "domain(addr) string", Phase: Connect,
-			Doc:  `part of addr after the '@', lower case; "" if none`,
-			Impl: func(*Message) any { return Domain }},
+			Doc: `part of addr after the '@', lower case; "" if none`, Params: []Type{String}, Result: String,
+			Call: func(_ *Message, a []any) any { return Domain(str(a[0])) }},
 	}
 }
 

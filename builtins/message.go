@@ -75,8 +75,6 @@ type Message struct {
 	errs  []error // per fact, when stateFailed
 	err   error
 
-	env map[string]any
-
 	hdr      *Header
 	hdrErr   error
 	hdrDone  bool
@@ -91,33 +89,10 @@ func (r *Registry) NewMessage() *Message {
 		vals:  make([]any, len(r.facts)),
 		state: make([]uint8, len(r.facts)),
 		errs:  make([]error, len(r.facts)),
-		env:   make(map[string]any, len(r.facts)+len(r.funcs)),
 		ctx:   context.Background(),
 		in:    &Input{},
 	}
-	for _, f := range r.facts {
-		m.env[f.Name] = m.accessor(f)
-	}
-	for _, f := range r.funcs {
-		m.env[f.Name] = f.Impl(m)
-	}
 	return m
-}
-
-func (m *Message) accessor(f *Fact) any {
-	id := f.id
-	switch f.Type {
-	case Bool:
-		return func() bool { b, _ := m.get(id).(bool); return b }
-	case Int:
-		return func() int { n, _ := m.get(id).(int); return n }
-	case Float:
-		return func() float64 { x, _ := m.get(id).(float64); return x }
-	case String:
-		return func() string { s, _ := m.get(id).(string); return s }
-	default:
-		return func() []string { l, _ := m.get(id).([]string); return l }
-	}
 }
 
 // Reset prepares m for a new message.
@@ -160,9 +135,6 @@ func (m *Message) SetRcpt(addr string) {
 	}
 }
 
-// Env is the environment compiled expressions run against.
-func (m *Message) Env() map[string]any { return m.env }
-
 // Input returns what m was reset with.
 func (m *Message) Input() *Input { return m.in }
 
@@ -191,6 +163,10 @@ func (m *Message) Known(f *Fact) bool { return m.state[f.id] == stateKnown }
 
 // Value returns the fact's value, computing it if needed.
 func (m *Message) Value(f *Fact) any { return m.get(f.id) }
+
+// FactValue is Value by fact id, for compiled expressions: the value comes
+// back already boxed, so reading a fact allocates nothing.
+func (m *Message) FactValue(id int) any { return m.get(id) }
 
 // ValueOf returns a fact's value by name.
 func (m *Message) ValueOf(name string) (any, error) {
@@ -225,7 +201,7 @@ func (m *Message) get(id int) any {
 		}
 	}
 	if v == nil {
-		v = reflect.Zero(f.Type.funcType().Out(0)).Interface()
+		v = reflect.Zero(f.Type.GoType()).Interface()
 	}
 	m.vals[id], m.state[id] = v, state
 	return v

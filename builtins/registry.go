@@ -70,23 +70,24 @@ func (t Type) String() string {
 	return fmt.Sprintf("type(%d)", t)
 }
 
-// funcType is the type of the zero-argument accessor that expressions call to
-// read a fact of type t. The engine rewrites every fact name in an expression
-// into such a call, so a fact is only computed when evaluation reaches it.
-func (t Type) funcType() reflect.Type {
+// GoType is the Go type of a value of this type.
+func (t Type) GoType() reflect.Type {
 	switch t {
 	case Bool:
-		return reflect.TypeFor[func() bool]()
+		return reflect.TypeFor[bool]()
 	case Int:
-		return reflect.TypeFor[func() int]()
+		return reflect.TypeFor[int]()
 	case Float:
-		return reflect.TypeFor[func() float64]()
+		return reflect.TypeFor[float64]()
 	case String:
-		return reflect.TypeFor[func() string]()
+		return reflect.TypeFor[string]()
 	default:
-		return reflect.TypeFor[func() []string]()
+		return reflect.TypeFor[[]string]()
 	}
 }
+
+// Types lists every fact type.
+var Types = []Type{Bool, Int, Float, String, StringList}
 
 // Convert turns a value given from outside (a fixture's YAML, a JSON context)
 // into the Go type the fact holds, or says why it cannot.
@@ -167,17 +168,20 @@ type Fact struct {
 	id int
 }
 
+// ID is the fact's index in its registry, stable for the registry's life.
+func (f *Fact) ID() int { return f.id }
+
 // Func is a function rules can call.
 type Func struct {
 	Name      string
 	Signature string // as shown to operators, e.g. "header(name) string"
 	Phase     Phase  // earliest phase at which it can run; arguments may push it later
 	Doc       string
-	// Impl returns the function bound to m; its Go type is what expressions
-	// type-check against, and must be the same for every m.
-	Impl func(m *Message) any
-
-	typ reflect.Type
+	Params    []Type
+	Result    Type
+	// Call runs the function for m; args hold one value of the Go type of
+	// each of Params, and the result must be of the Go type of Result.
+	Call func(m *Message, args []any) any
 }
 
 // Registry holds the facts and functions of one engine. It is filled at start
@@ -236,8 +240,8 @@ func (r *Registry) SetCompute(name string, compute func(m *Message) (any, error)
 
 // RegisterFunc adds a function.
 func (r *Registry) RegisterFunc(f Func) error {
-	if f.Name == "" || f.Impl == nil {
-		return fmt.Errorf("register function %q: name and Impl are required", f.Name)
+	if f.Name == "" || f.Call == nil {
+		return fmt.Errorf("register function %q: name and Call are required", f.Name)
 	}
 	if _, ok := r.funcs[f.Name]; ok {
 		return fmt.Errorf("register function %q: already registered", f.Name)
@@ -246,10 +250,6 @@ func (r *Registry) RegisterFunc(f Func) error {
 		return fmt.Errorf("register function %q: a fact has that name", f.Name)
 	}
 	nf := f
-	nf.typ = reflect.TypeOf(f.Impl(nil))
-	if nf.typ == nil || nf.typ.Kind() != reflect.Func {
-		return fmt.Errorf("register function %q: Impl must return a func", f.Name)
-	}
 	r.funcs[f.Name] = &nf
 	return nil
 }
@@ -277,19 +277,6 @@ func (r *Registry) Funcs() []*Func {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-// TypeEnv is the environment expressions are type-checked against: each fact
-// as a zero-argument accessor of its type, each function with its signature.
-func (r *Registry) TypeEnv() map[string]any {
-	env := make(map[string]any, len(r.facts)+len(r.funcs))
-	for _, f := range r.facts {
-		env[f.Name] = reflect.Zero(f.Type.funcType()).Interface()
-	}
-	for _, f := range r.funcs {
-		env[f.Name] = reflect.Zero(f.typ).Interface()
-	}
-	return env
 }
 
 // Doc renders the registry as a reference table for operators.

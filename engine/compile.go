@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/checker"
@@ -31,10 +32,7 @@ type exprCompiler struct {
 }
 
 func newExprCompiler(reg *builtins.Registry) *exprCompiler {
-	cfg := conf.CreateNew()
-	cfg.WithEnv(reg.TypeEnv())
-	cfg.Check()
-	c := &exprCompiler{reg: reg, cfg: cfg}
+	c := &exprCompiler{reg: reg, cfg: exprConfig(reg)}
 	for _, f := range reg.Facts() {
 		c.factNames = append(c.factNames, f.Name)
 	}
@@ -45,6 +43,44 @@ func newExprCompiler(reg *builtins.Registry) *exprCompiler {
 		c.funcNames = append(c.funcNames, b.Name)
 	}
 	return c
+}
+
+var messageType = reflect.TypeFor[*builtins.Message]()
+
+// accessorName is the hidden function through which compiled expressions
+// read a fact of type t.
+func accessorName(t builtins.Type) string {
+	return "__fact_" + strings.TrimPrefix(t.String(), "[]") + map[bool]string{true: "_list"}[t == builtins.StringList]
+}
+
+// exprConfig is the expr configuration rules compile against. The
+// environment is the *builtins.Message itself: each fact name becomes a call
+// __fact_T($env, id) returning the message's cached value, and each registry
+// function receives $env first, so evaluation needs no map lookups and
+// reading a fact allocates nothing.
+func exprConfig(reg *builtins.Registry) *conf.Config {
+	cfg := conf.CreateNew()
+	cfg.WithEnv(&builtins.Message{})
+	read := func(params ...any) (any, error) {
+		return params[0].(*builtins.Message).FactValue(params[1].(int)), nil
+	}
+	for _, t := range builtins.Types {
+		sig := reflect.FuncOf([]reflect.Type{messageType, reflect.TypeFor[int]()}, []reflect.Type{t.GoType()}, false)
+		expr.Function(accessorName(t), read, reflect.New(sig).Interface())(cfg)
+	}
+	for _, f := range reg.Funcs() {
+		in := []reflect.Type{messageType}
+		for _, p := range f.Params {
+			in = append(in, p.GoType())
+		}
+		sig := reflect.FuncOf(in, []reflect.Type{f.Result.GoType()}, false)
+		call := f.Call
+		expr.Function(f.Name, func(params ...any) (any, error) {
+			return call(params[0].(*builtins.Message), params[1:]), nil
+		}, reflect.New(sig).Interface())(cfg)
+	}
+	cfg.Check()
+	return cfg
 }
 
 // exprError is a problem at byte offset Off of the expression.
@@ -63,6 +99,8 @@ type compiled struct {
 	perRcpt  bool
 	// lists are the constant list names given to in_list.
 	lists []listRef
+	// guard, when set, is checked natively before the program runs.
+	guard *guard
 }
 
 type listRef struct {
@@ -93,7 +131,11 @@ func (c *exprCompiler) compileWhen(src string) (*compiled, []exprError) {
 	seen := map[string]bool{}
 	for _, id := range sc.idents {
 		name := id.Value
-		if sc.callees[id] || sc.lets[name] || name == "$env" {
+		if sc.callees[id] || sc.lets[name] {
+			continue
+		}
+		if name == "$env" || strings.HasPrefix(name, "__") {
+			errs = append(errs, c.at(src, id, fmt.Sprintf("%s is not available in rules: name facts directly", name)))
 			continue
 		}
 		f, ok := c.reg.Fact(name)
@@ -127,6 +169,10 @@ func (c *exprCompiler) compileWhen(src string) (*compiled, []exprError) {
 			errs = append(errs, c.at(src, id, fmt.Sprintf("unknown function %s%s", name, didYouMean(name, c.funcNames))))
 			continue
 		}
+		if len(call.Arguments) != len(fn.Params) {
+			errs = append(errs, c.at(src, id, fmt.Sprintf("%s takes %d argument(s), got %d: %s", name, len(fn.Params), len(call.Arguments), fn.Signature)))
+			continue
+		}
 		out.phase = max(out.phase, fn.Phase)
 		if name == "in_list" && len(call.Arguments) > 0 {
 			if sn, ok := call.Arguments[0].(*ast.StringNode); ok {
@@ -142,8 +188,9 @@ func (c *exprCompiler) compileWhen(src string) (*compiled, []exprError) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	// Labels are taken before the fact names are rewritten into calls.
+	// Labels and the guard are taken before the fact names are rewritten.
 	labels := sc.evidenceLabels(c)
+	out.guard = findGuard(tree.Node, c.reg, sc.lets)
 
 	patchFacts(tree, c.reg, sc.lets)
 	t, err := checker.Check(tree, c.cfg)
@@ -205,12 +252,8 @@ func (c *exprCompiler) at(src string, n ast.Node, msg string) exprError {
 // cleanMsg rewrites expr's messages in the operator's terms: after fact names
 // become calls, a type error would otherwise speak of "func() string".
 func cleanMsg(m string) string {
-	r := strings.NewReplacer(
-		"func() bool", "bool", "func() int", "int", "func() float64", "float",
-		"func() string", "string", "func() []string", "[]string",
-		"float64", "float", "interface {}", "any",
-	)
-	return r.Replace(m)
+	r := strings.NewReplacer("float64", "float", "interface {}", "any")
+	return strings.TrimSpace(r.Replace(m))
 }
 
 func typeName(t reflect.Type) string {
@@ -322,9 +365,10 @@ type visitFunc func(*ast.Node)
 
 func (f visitFunc) Visit(n *ast.Node) { f(n) }
 
-// patchFacts rewrites each fact name into a call of its accessor, so that a
-// fact is computed only when evaluation reaches it (short-circuiting `and` and
-// `or` skip the rest) and then cached for the message.
+// patchFacts rewrites each fact name into __fact_T($env, id), and passes $env
+// to every registry function, so that a fact is computed only when
+// evaluation reaches it (short-circuiting `and` and `or` skip the rest) and
+// then cached for the message.
 func patchFacts(tree *parser.Tree, reg *builtins.Registry, lets map[string]bool) {
 	var callees = map[*ast.IdentifierNode]bool{}
 	var collect visitFunc = func(node *ast.Node) {
@@ -335,17 +379,35 @@ func patchFacts(tree *parser.Tree, reg *builtins.Registry, lets map[string]bool)
 		}
 	}
 	ast.Walk(&tree.Node, collect)
+	env := func(at ast.Node) ast.Node {
+		n := &ast.IdentifierNode{Value: "$env"}
+		n.SetLocation(at.Location())
+		return n
+	}
 	var patch visitFunc = func(node *ast.Node) {
-		id, ok := (*node).(*ast.IdentifierNode)
-		if !ok || callees[id] || lets[id.Value] {
-			return
+		switch n := (*node).(type) {
+		case *ast.CallNode:
+			id, ok := n.Callee.(*ast.IdentifierNode)
+			if !ok || lets[id.Value] {
+				return
+			}
+			if _, isFn := reg.Func(id.Value); isFn {
+				n.Arguments = append([]ast.Node{env(n)}, n.Arguments...)
+			}
+		case *ast.IdentifierNode:
+			if callees[n] || lets[n.Value] {
+				return
+			}
+			f, isFact := reg.Fact(n.Value)
+			if !isFact {
+				return
+			}
+			callee := &ast.IdentifierNode{Value: accessorName(f.Type)}
+			callee.SetLocation(n.Location())
+			id := &ast.IntegerNode{Value: f.ID()}
+			id.SetLocation(n.Location())
+			ast.Patch(node, &ast.CallNode{Callee: callee, Arguments: []ast.Node{env(n), id}})
 		}
-		if _, isFact := reg.Fact(id.Value); !isFact {
-			return
-		}
-		callee := &ast.IdentifierNode{Value: id.Value}
-		callee.SetLocation(id.Location())
-		ast.Patch(node, &ast.CallNode{Callee: callee})
 	}
 	ast.Walk(&tree.Node, patch)
 }

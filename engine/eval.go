@@ -40,6 +40,10 @@ type Txn struct {
 	rcpts       []RecipientVerdict
 	allowlisted map[string]bool // recipients an accept rule let through
 
+	// found[i] is which patterns of matcher i occur in its fact's value;
+	// nil until a guard first asks.
+	found [][]bool
+
 	// marks[p] is the state just before phase p ran, so that a phase can
 	// be run again (a second EHLO) or a transaction restarted (RSET).
 	marks [builtins.NumPhases]mark
@@ -76,7 +80,34 @@ func (rs *RuleSet) Begin(ctx context.Context, in *builtins.Input) *Txn {
 	t.decided, t.hold = nil, nil
 	t.rcpts = t.rcpts[:0]
 	clear(t.allowlisted)
+	t.resetMatches(builtins.Connect)
 	return t
+}
+
+// matches returns which patterns of matcher i occur in value, the current
+// value of the matcher's fact, scanning it on first use.
+func (t *Txn) matches(i int, value string) []bool {
+	if len(t.found) != len(t.rs.matchers) {
+		t.found = make([][]bool, len(t.rs.matchers))
+	}
+	if t.found[i] == nil {
+		t.found[i] = make([]bool, t.rs.matchers[i].m.npattern)
+		t.rs.matchers[i].m.match(value, t.found[i])
+	}
+	return t.found[i]
+}
+
+// resetMatches forgets matcher results for facts of phase p or later.
+func (t *Txn) resetMatches(p Phase) {
+	if len(t.found) != len(t.rs.matchers) {
+		t.found = nil
+		return
+	}
+	for i, fm := range t.rs.matchers {
+		if fm.fact.Phase >= p {
+			t.found[i] = nil
+		}
+	}
 }
 
 // Close returns the Txn to its pool; it must not be used afterwards.
@@ -105,6 +136,7 @@ func (t *Txn) Reset() {
 // rewind forgets phase p and every later one, as if they had not run.
 func (t *Txn) rewind(p Phase) {
 	t.m.Invalidate(p)
+	t.resetMatches(p)
 	if t.ran[p] {
 		mk := t.marks[p]
 		t.hits = t.hits[:mk.hits]
@@ -172,6 +204,7 @@ func recipientRefusal(addr string, r *Reply) RecipientVerdict {
 func (t *Txn) Data(raw []byte) *Verdict {
 	t.in.Raw = raw
 	t.m.Invalidate(builtins.Data)
+	t.resetMatches(builtins.Data)
 	t.m.SetRcpt("")
 	if t.advance(builtins.Rcpt) == nil && t.decided == nil && !t.noRecipients() && !t.allRecipientsAllowlisted() {
 		t.runMessage(t.rs.phaseRules[builtins.Data].message)
@@ -253,6 +286,9 @@ func (t *Txn) runMessage(rules []*Rule) {
 		if t.decided != nil {
 			return
 		}
+		if g := r.compiled.guard; g != nil && !g.pass(t) {
+			continue
+		}
 		if !t.eval(r, "") || r.Shadow {
 			continue
 		}
@@ -276,6 +312,9 @@ func (t *Txn) runRecipient(rules []*Rule, addr string) (string, *Reply) {
 	for _, r := range rules {
 		if t.decided != nil {
 			return "", t.refusal()
+		}
+		if g := r.compiled.guard; g != nil && !g.pass(t) {
+			continue
 		}
 		if !t.eval(r, addr) || r.Shadow {
 			continue
@@ -310,7 +349,7 @@ func (t *Txn) runRecipient(rules []*Rule, addr string) (string, *Reply) {
 // rule it becomes a temporary failure, since neither passing nor refusing
 // the message would be a decision the operator wrote.
 func (t *Txn) eval(r *Rule, rcpt string) bool {
-	out, err := t.vm.Run(r.compiled.prog, t.m.Env())
+	out, err := t.vm.Run(r.compiled.prog, t.m)
 	if ferr := t.m.Err(); ferr != nil {
 		err = ferr
 		t.m.ClearErr()
@@ -344,7 +383,7 @@ func (t *Txn) hit(r *Rule, rcpt string) {
 		}
 	}
 	for _, e := range c.evidence {
-		if v, err := t.vm.Run(e.prog, t.m.Env()); err == nil && t.m.Err() == nil {
+		if v, err := t.vm.Run(e.prog, t.m); err == nil && t.m.Err() == nil {
 			ev = append(ev, Evidence{Name: e.label, Value: v})
 		}
 		t.m.ClearErr()

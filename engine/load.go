@@ -76,9 +76,10 @@ type RuleSet struct {
 	checksum   string
 	loadedAt   time.Time
 
-	ids  *IDSource
-	now  func() time.Time
-	pool sync.Pool
+	ids      *IDSource
+	now      func() time.Time
+	pool     sync.Pool
+	matchers []factMatcher
 }
 
 type phaseRules struct {
@@ -214,6 +215,7 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 			pr.message = append(pr.message, r)
 		}
 	}
+	rs.matchers = buildMatchers(rs.rules)
 	rs.warnings = append(l.warnings, rs.lint(l)...)
 	sortProblems(rs.warnings)
 	rs.pool.New = func() any { return newTxn(rs.reg) }

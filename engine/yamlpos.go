@@ -16,7 +16,9 @@ type source struct {
 }
 
 func newSource(name string, src []byte) *source {
-	return &source{name: name, lines: strings.Split(strings.ReplaceAll(string(src), "\r\n", "\n"), "\n")}
+	// YAML 1.2 5.4: CRLF, CR and LF all break lines.
+	text := strings.ReplaceAll(strings.ReplaceAll(string(src), "\r\n", "\n"), "\r", "\n")
+	return &source{name: name, lines: strings.Split(text, "\n")}
 }
 
 func (s *source) line(n int) string {
