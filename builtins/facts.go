@@ -181,7 +181,7 @@ func coreFuncs() []Func {
 		{Name: "in_list", Signature: "in_list(name, value) bool", Phase: Connect,
 			Doc:    "value is on the named list: a static list from the rules directory, else a dynamic one (bounces, unsubscribes, blocked)",
 			Params: []Type{String, String}, Result: Bool,
-			Call:   func(m *Message, a []any) any { return m.inList(str(a[0]), str(a[1])) }},
+			Call: func(m *Message, a []any) any { return m.inList(str(a[0]), str(a[1])) }},
 		{Name: "local_part", Signature: "local_part(addr) string", Phase: Connect,
 			Doc: "part of addr before the '@', lower case", Params: []Type{String}, Result: String,
 			Call: func(_ *Message, a []any) any { return LocalPart(str(a[0])) }},
