@@ -1,0 +1,242 @@
+package builtins
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestRegistryCoreFacts(t *testing.T) {
+	r := NewRegistry()
+	// SPEC 3 names and types must never change.
+	spec := map[string]string{
+		"client_ip": "string", "helo": "string", "rdns": "string", "rdns_none": "bool", "tls": "bool",
+		"authenticated": "bool", "smtp_user": "string", "mail_from": "string", "mail_from_domain": "string",
+		"rcpt": "string", "rcpts": "[]string", "rcpt_count": "int", "from": "string", "from_domain": "string",
+		"subject": "string", "subject_caps": "bool", "size": "int", "text": "string", "links": "[]string",
+		"phishing_links": "int", "spf": "string", "dkim": "string", "dmarc": "string", "arc": "string",
+		"hourly_sent": "int", "daily_sent": "int", "domain_allowed": "bool",
+	}
+	for name, typ := range spec {
+		f, ok := r.Fact(name)
+		if !ok {
+			t.Errorf("fact %s is missing", name)
+			continue
+		}
+		if f.Type.String() != typ || f.Doc == "" {
+			t.Errorf("fact %s: type %s doc %q, want %s", name, f.Type, f.Doc, typ)
+		}
+	}
+	for _, fn := range []string{"header", "has_header", "in_list", "local_part", "domain"} {
+		if _, ok := r.Func(fn); !ok {
+			t.Errorf("function %s is missing", fn)
+		}
+	}
+	if err := r.Register(Fact{Name: "subject", Compute: constant("")}); err == nil {
+		t.Error("registered a duplicate fact")
+	}
+	if err := r.Register(Fact{Name: "header", Compute: constant("")}); err == nil {
+		t.Error("registered a fact named like a function")
+	}
+	if err := r.SetCompute("spf", constant("pass")); err != nil {
+		t.Error(err)
+	}
+	if !strings.Contains(r.Doc(), "phishing_links") || !strings.Contains(r.Doc(), "in_list(name, value) bool") {
+		t.Error("Doc misses entries")
+	}
+}
+
+func TestTypeConvert(t *testing.T) {
+	tests := []struct {
+		typ  Type
+		in   any
+		want any
+		bad  bool
+	}{
+		{Bool, true, true, false},
+		{Bool, "yes", nil, true},
+		{Int, 12, 12, false},
+		{Int, 12.0, 12, false},
+		{Int, 12.5, nil, true},
+		{Float, 3, 3.0, false},
+		{String, "pass", "pass", false},
+		{String, nil, "", false},
+		{String, 3, nil, true},
+		{StringList, []any{"a", "b"}, []string{"a", "b"}, false},
+		{StringList, "a", []string{"a"}, false},
+		{StringList, []any{"a", 1}, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := tt.typ.Convert(tt.in)
+		if (err != nil) != tt.bad {
+			t.Errorf("%s.Convert(%v): err %v", tt.typ, tt.in, err)
+			continue
+		}
+		if !tt.bad && !equalAny(got, tt.want) {
+			t.Errorf("%s.Convert(%v) = %#v, want %#v", tt.typ, tt.in, got, tt.want)
+		}
+	}
+}
+
+func equalAny(a, b any) bool {
+	if la, ok := a.([]string); ok {
+		lb, ok := b.([]string)
+		return ok && strings.Join(la, "\x00") == strings.Join(lb, "\x00")
+	}
+	return a == b
+}
+
+func TestSubjectCaps(t *testing.T) {
+	tests := map[string]bool{
+		"FREE MONEY NOW":          true,  // 12 letters
+		"HELLO WORLD":             true,  // exactly 10
+		"HELLO WORL":              false, // 9
+		"HELLO WORLd":             false, // a lower-case letter
+		"SALE 50% OFF NOW!!!":     true,
+		"ÉTÉ À PRIX CASSÉS":       true,
+		"URGENT: Reply":           false,
+		"123 456 789 000 111 222": false, // no letters
+		"日本語のメールです日本語のメール": false, // no case: not shouting
+		"": false,
+	}
+	for s, want := range tests {
+		if got := SubjectCaps(s); got != want {
+			t.Errorf("SubjectCaps(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestAddressParts(t *testing.T) {
+	tests := []struct{ in, local, domain string }{
+		{"Alice@Example.COM", "alice", "example.com"},
+		{"<root@localhost>", "root", "localhost"},
+		{"user@sub.example.org.", "user", "sub.example.org"},
+		{"\"a@b\"@example.net", "\"a@b\"", "example.net"},
+		{"postmaster", "postmaster", ""},
+		{"", "", ""},
+	}
+	for _, tt := range tests {
+		if l, d := LocalPart(tt.in), Domain(tt.in); l != tt.local || d != tt.domain {
+			t.Errorf("%q: local %q domain %q, want %q %q", tt.in, l, d, tt.local, tt.domain)
+		}
+	}
+}
+
+// dnsServer serves PTR answers on 127.0.0.1 for the rdns tests.
+func dnsServer(t *testing.T, ptr map[string]string, servfail map[string]bool) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := dns.NewServeMux()
+	mux.HandleFunc(".", func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		q := req.Question[0]
+		switch {
+		case servfail[q.Name]:
+			m.Rcode = dns.RcodeServerFailure
+		case ptr[q.Name] != "" && q.Qtype == dns.TypePTR:
+			m.Answer = append(m.Answer, &dns.PTR{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: 60}, Ptr: ptr[q.Name]})
+		default:
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})
+	srv := &dns.Server{PacketConn: pc, Handler: mux}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+func localResolver(addr string) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+}
+
+func TestRDNS(t *testing.T) {
+	addr := dnsServer(t,
+		map[string]string{"10.113.0.203.in-addr.arpa.": "Mail.Example.COM."},
+		map[string]bool{"11.113.0.203.in-addr.arpa.": true})
+	res := localResolver(addr)
+	reg := NewRegistry()
+	rdns, _ := reg.Fact("rdns")
+	none, _ := reg.Fact("rdns_none")
+	tests := []struct {
+		in      Input
+		name    string
+		isNone  bool
+		failing bool
+	}{
+		{Input{ClientIP: "203.0.113.10", Resolver: res}, "mail.example.com", false, false},
+		{Input{ClientIP: "203.0.113.12", Resolver: res}, "", true, false},
+		{Input{ClientIP: "203.0.113.11", Resolver: res}, "", false, true},
+		{Input{ClientIP: "203.0.113.10", RDNS: "given.example.", RDNSKnown: true, Resolver: res}, "given.example", false, false},
+		{Input{ClientIP: "203.0.113.10", RDNSKnown: true}, "", true, false},
+		{Input{ClientIP: "127.0.0.1"}, "localhost", false, false},
+		{Input{ClientIP: "203.0.113.10"}, "", false, false}, // no resolver: neutral
+	}
+	for i, tt := range tests {
+		m := reg.NewMessage()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		in := tt.in
+		m.Reset(ctx, &in, nil)
+		name := m.Value(rdns)
+		isNone := m.Value(none)
+		err := m.Err()
+		cancel()
+		if (err != nil) != tt.failing {
+			t.Errorf("case %d: error %v, want failing=%v", i, err, tt.failing)
+			continue
+		}
+		if tt.failing {
+			continue
+		}
+		if name != tt.name || isNone != tt.isNone {
+			t.Errorf("case %d: rdns %q rdns_none %v, want %q %v", i, name, isNone, tt.name, tt.isNone)
+		}
+	}
+}
+
+func TestFactsComputedOnceAndInvalidated(t *testing.T) {
+	reg := NewRegistry()
+	n := 0
+	if err := reg.Register(Fact{Name: "probe", Type: Int, Phase: Mail, Doc: "test",
+		Compute: func(m *Message) (any, error) { n++; return len(m.Input().MailFrom), nil }}); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := reg.Fact("probe")
+	m := reg.NewMessage()
+	in := &Input{MailFrom: "a@b.c"}
+	m.Reset(context.Background(), in, nil)
+	for range 3 {
+		if v := m.Value(f); v != 5 {
+			t.Fatalf("probe = %v", v)
+		}
+	}
+	if n != 1 {
+		t.Errorf("computed %d times, want 1", n)
+	}
+	in.MailFrom = "longer@b.c"
+	m.Invalidate(Helo)
+	if v := m.Value(f); v != 10 || n != 2 {
+		t.Errorf("after invalidate: %v, computed %d times", v, n)
+	}
+	m.Invalidate(Data) // a later phase keeps mail-phase facts
+	m.Value(f)
+	if n != 2 {
+		t.Errorf("Invalidate(Data) dropped a mail-phase fact")
+	}
+	in.Overrides = map[string]any{"probe": 42}
+	m.Reset(context.Background(), in, nil)
+	if v := m.Value(f); v != 42 || n != 2 {
+		t.Errorf("override: %v, computed %d times", v, n)
+	}
+}
