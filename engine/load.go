@@ -244,15 +244,14 @@ type listUse struct {
 
 var topKeys = []string{"thresholds", "lists", "rules"}
 
+// maxYAMLRecoveries bounds how many syntax errors of one file are reported.
+const maxYAMLRecoveries = 10
+
 func (l *loader) loadFile(name string, src []byte) {
 	s := newSource(name, src)
-	var doc yaml.Node
-	if err := yaml.Unmarshal(src, &doc); err != nil {
-		l.problems = append(l.problems, s.yamlProblem(err))
-		return
-	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return // an empty file is allowed (everything commented out)
+	doc, ok := l.parseYAML(s, src)
+	if !ok || doc.Kind == 0 || len(doc.Content) == 0 {
+		return // unreadable, or an empty file (everything commented out)
 	}
 	root := doc.Content[0]
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
@@ -264,17 +263,53 @@ func (l *loader) loadFile(name string, src []byte) {
 	}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		end := len(s.lines)
+		if i+2 < len(root.Content) {
+			end = root.Content[i+2].Line - 1
+		}
 		switch k.Value {
 		case "thresholds":
-			l.loadThresholds(s, k, v)
+			if !s.overlapsBlanked(k.Line, end) {
+				l.loadThresholds(s, k, v)
+			}
 		case "lists":
-			l.loadLists(s, v)
+			if !s.overlapsBlanked(k.Line, end) {
+				l.loadLists(s, v)
+			}
 		case "rules":
-			l.loadRules(s, v)
+			l.loadRules(s, v, end)
 		default:
 			l.problems = append(l.problems, s.atNode(k, fmt.Sprintf("unknown key %q: a rules file holds thresholds, lists and rules%s", k.Value, didYouMean(k.Value, topKeys))))
 		}
 	}
+}
+
+// parseYAML parses src, reporting each syntax error. To report every
+// problem at once rather than one per edit-and-retry, it blanks the line
+// of each error and parses again, a bounded number of times; what overlaps
+// a blanked line is then skipped so no error is reported twice.
+func (l *loader) parseYAML(s *source, src []byte) (yaml.Node, bool) {
+	var doc yaml.Node
+	err := yaml.Unmarshal(src, &doc)
+	if err == nil {
+		return doc, true
+	}
+	lines := append([]string(nil), s.lines...)
+	s.blanked = map[int]bool{}
+	for range maxYAMLRecoveries {
+		p := s.yamlProblem(err)
+		if p.Line < 1 || p.Line > len(lines) || s.blanked[p.Line] {
+			return doc, false
+		}
+		l.problems = append(l.problems, p)
+		s.blanked[p.Line] = true
+		lines[p.Line-1] = ""
+		doc = yaml.Node{}
+		if err = yaml.Unmarshal([]byte(strings.Join(lines, "\n")), &doc); err == nil {
+			return doc, true
+		}
+	}
+	return doc, false
 }
 
 func (l *loader) loadThresholds(s *source, k, v *yaml.Node) {
@@ -356,7 +391,7 @@ func (l *loader) loadLists(s *source, v *yaml.Node) {
 
 var ruleKeys = []string{"name", "when", "then", "description", "mode"}
 
-func (l *loader) loadRules(s *source, v *yaml.Node) {
+func (l *loader) loadRules(s *source, v *yaml.Node, end int) {
 	if v.Kind != yaml.SequenceNode {
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			return
@@ -367,6 +402,13 @@ func (l *loader) loadRules(s *source, v *yaml.Node) {
 	base := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(s.name), ".yaml"), ".yml")
 	for i, item := range v.Content {
 		derived := fmt.Sprintf("%s#%d", base, i+1)
+		last := min(end, lastLine(item))
+		if i+1 < len(v.Content) {
+			last = min(last, v.Content[i+1].Line-1)
+		}
+		if s.overlapsBlanked(item.Line, last) {
+			continue
+		}
 		switch item.Kind {
 		case yaml.ScalarNode:
 			l.oneLiner(s, derived, nil, item)
@@ -389,6 +431,18 @@ func (l *loader) loadRules(s *source, v *yaml.Node) {
 			l.problems = append(l.problems, s.atNode(item, "a rule is \"EXPR => ACTION\", a mapping NAME: \"EXPR => ACTION\", or a mapping with name, when, then"))
 		}
 	}
+}
+
+// lastLine is the last line a node's content reaches.
+func lastLine(n *yaml.Node) int {
+	last := n.Line
+	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		last += strings.Count(strings.TrimRight(n.Value, "\n"), "\n") + 1
+	}
+	for _, c := range n.Content {
+		last = max(last, lastLine(c))
+	}
+	return last
 }
 
 func isRuleKey(k string) bool {

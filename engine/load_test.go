@@ -335,3 +335,39 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryProblemAtOnce: a YAML syntax error does not hide the other
+// problems of the same file, and recovery adds no spurious ones.
+func TestEveryProblemAtOnce(t *testing.T) {
+	got := problems(t, "r.yaml", `thresholds:
+  reject: 13
+rules:
+  - name: typed
+    when: size > "big"
+    then: +1
+  - broken: x: y
+  - name: unknown
+    when: subjet_caps
+    then: +1
+  - name: fine
+    when: size > 10
+    then: +1
+  - name: broken-inside
+    when: a: b
+    then: +1
+`)
+	want := []string{
+		"r.yaml:5:16: invalid operation: > (mismatched types int and string)",
+		"r.yaml:7:14: YAML: mapping values are not allowed in this context",
+		"r.yaml:9:11: unknown name subjet_caps (did you mean subject_caps?)",
+		"r.yaml:15:12: YAML: mapping values are not allowed in this context",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("problems:\n%s\nwant %d", strings.Join(got, "\n"), len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("problem %d = %q, want prefix %q", i, got[i], w)
+		}
+	}
+}

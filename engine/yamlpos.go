@@ -13,6 +13,20 @@ import (
 type source struct {
 	name  string
 	lines []string
+	// blanked are lines removed to recover from YAML syntax errors; items
+	// overlapping them were reported already and are skipped.
+	blanked map[int]bool
+}
+
+// overlapsBlanked reports whether lines from..to (inclusive) hold a line
+// removed for error recovery.
+func (s *source) overlapsBlanked(from, to int) bool {
+	for l := range s.blanked {
+		if l >= from && l <= to {
+			return true
+		}
+	}
+	return false
 }
 
 func newSource(name string, src []byte) *source {
