@@ -73,6 +73,7 @@ type RuleSet struct {
 	lists      staticLists
 	warnings   []Problem
 	dir        string
+	files      []string
 	checksum   string
 	loadedAt   time.Time
 
@@ -104,6 +105,9 @@ func (rs *RuleSet) Warnings() []Problem { return rs.warnings }
 
 // Checksum identifies the content of the files the set was loaded from.
 func (rs *RuleSet) Checksum() string { return rs.checksum }
+
+// Files are the rules files loaded, in load order.
+func (rs *RuleSet) Files() []string { return rs.files }
 
 // Dir is the directory the set was loaded from.
 func (rs *RuleSet) Dir() string { return rs.dir }
@@ -198,6 +202,7 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 		lists:      l.lists,
 		checksum:   hex.EncodeToString(sum.Sum(nil)),
 		ids:        opts.IDs,
+		files:      fileNames(files),
 		now:        opts.Now,
 		loadedAt:   time.Now(),
 	}
@@ -220,6 +225,14 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 	sortProblems(rs.warnings)
 	rs.pool.New = func() any { return newTxn(rs.reg) }
 	return rs, nil
+}
+
+func fileNames(files []File) []string {
+	out := make([]string, len(files))
+	for i, f := range files {
+		out[i] = f.Name
+	}
+	return out
 }
 
 type loader struct {

@@ -68,7 +68,13 @@ func writeFailure(w io.Writer, r *Result) {
 			fmt.Fprintf(w, "      fired rules: none\n")
 		} else {
 			fmt.Fprintf(w, "      fired rules:\n")
-			WriteHits(indent{w, "        "}, v.Hits)
+			var table strings.Builder
+			WriteHits(&table, v.Hits)
+			for _, line := range strings.SplitAfter(table.String(), "\n") {
+				if line != "" {
+					fmt.Fprint(w, "        "+line)
+				}
+			}
 		}
 	}
 	fmt.Fprintln(w)
@@ -168,24 +174,6 @@ func truncate(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n]) + "…"
-}
-
-type indent struct {
-	w      io.Writer
-	prefix string
-}
-
-func (i indent) Write(p []byte) (int, error) {
-	lines := strings.SplitAfter(string(p), "\n")
-	for _, l := range lines {
-		if l == "" {
-			continue
-		}
-		if _, err := io.WriteString(i.w, i.prefix+l); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
 }
 
 // JUnit XML, as CI systems (Jenkins, GitLab, GitHub actions) read it.

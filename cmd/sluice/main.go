@@ -122,11 +122,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func printRuleSet(w io.Writer, rs *engine.RuleSet) {
-	files := map[string]bool{}
-	for _, r := range rs.Rules() {
-		files[r.File] = true
-	}
-	fmt.Fprintf(w, "%s: %d rules in %d files", rs.Dir(), len(rs.Rules()), len(files))
+	fmt.Fprintf(w, "%s: %s in %s", rs.Dir(), plural(len(rs.Rules()), "rule"), plural(len(rs.Files()), "file"))
 	th := rs.Thresholds()
 	var ts []string
 	for _, t := range []struct {
@@ -325,4 +321,11 @@ func printVerdict(w io.Writer, rs *engine.RuleSet, v *engine.Verdict, env engine
 			fmt.Fprintln(w, line)
 		}
 	}
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -1,0 +1,507 @@
+package builtins
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/mail"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/charset"
+	"github.com/emersion/go-message/textproto"
+	"golang.org/x/text/encoding/charmap"
+)
+
+// Limits bound the work and memory spent on one message's body, whatever
+// the sender put in it.
+type Limits struct {
+	MaxDepth int // multipart / message/rfc822 nesting
+	MaxParts int // MIME parts walked in all
+	MaxText  int // bytes of decoded text kept for the text fact
+	MaxLinks int // distinct links kept
+}
+
+// DefaultLimits are generous for real mail and small enough that a hostile
+// message costs little.
+func DefaultLimits() Limits {
+	return Limits{MaxDepth: 16, MaxParts: 500, MaxText: 1 << 20, MaxLinks: 1000}
+}
+
+func (l Limits) orDefault() Limits {
+	d := DefaultLimits()
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = d.MaxDepth
+	}
+	if l.MaxParts <= 0 {
+		l.MaxParts = d.MaxParts
+	}
+	if l.MaxText <= 0 {
+		l.MaxText = d.MaxText
+	}
+	if l.MaxLinks <= 0 {
+		l.MaxLinks = d.MaxLinks
+	}
+	return l
+}
+
+// Header is a message's top-level header, read leniently: what can be
+// understood is kept, what cannot is reported by ParseHeader's error.
+type Header struct {
+	fields []headerField
+	off    int // where the body starts in the raw message
+}
+
+type headerField struct {
+	key, value string // value unfolded, surrounding white space trimmed
+}
+
+// ErrMalformedHeader is wrapped by ParseHeader's error when a line of the
+// header could not be read as a field.
+var ErrMalformedHeader = errors.New("malformed header")
+
+// ParseHeader reads the header of raw up to the first empty line. It never
+// returns a nil Header. Like Postfix, it takes a line that is neither a
+// field nor a continuation as the start of the body, and says so in the
+// error; a leading mbox "From " line is skipped.
+func ParseHeader(raw []byte) (*Header, error) {
+	h := &Header{off: len(raw)}
+	var err error
+	cur := -1
+	for off, n := 0, 0; off < len(raw); n++ {
+		line, next := raw[off:], len(raw)
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			line, next = line[:i], off+i+1
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		switch {
+		case len(line) == 0:
+			h.off = next
+			h.trim()
+			return h, err
+		case line[0] == ' ' || line[0] == '\t':
+			if cur >= 0 {
+				h.fields[cur].value += string(line)
+			} else if err == nil {
+				err = fmt.Errorf("%w: line %d: continuation line before any field", ErrMalformedHeader, n+1)
+			}
+		default:
+			colon := bytes.IndexByte(line, ':')
+			if colon <= 0 || !validKey(line[:colon]) {
+				if n == 0 && bytes.HasPrefix(line, []byte("From ")) {
+					break // mbox separator
+				}
+				if err == nil {
+					err = fmt.Errorf("%w: line %d is not a header field; the body is taken to start there", ErrMalformedHeader, n+1)
+				}
+				h.off = off
+				h.trim()
+				return h, err
+			}
+			h.fields = append(h.fields, headerField{
+				key:   string(bytes.TrimRight(line[:colon], " \t")),
+				value: string(line[colon+1:]),
+			})
+			cur = len(h.fields) - 1
+		}
+		off = next
+	}
+	h.trim()
+	return h, err
+}
+
+func (h *Header) trim() {
+	for i := range h.fields {
+		h.fields[i].value = strings.TrimSpace(h.fields[i].value)
+	}
+}
+
+func validKey(k []byte) bool {
+	k = bytes.TrimRight(k, " \t") // "Subject : x" is seen in the wild
+	if len(k) == 0 {
+		return false
+	}
+	for _, c := range k {
+		if c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// BodyOffset is where the body starts in the raw message.
+func (h *Header) BodyOffset() int { return h.off }
+
+// raw returns the first value of field name, undecoded.
+func (h *Header) raw(name string) (string, bool) {
+	for i := range h.fields {
+		if strings.EqualFold(h.fields[i].key, name) {
+			return h.fields[i].value, true
+		}
+	}
+	return "", false
+}
+
+// Has reports whether the header holds field name (any case).
+func (h *Header) Has(name string) bool {
+	_, ok := h.raw(name)
+	return ok
+}
+
+// Get returns the first value of field name with RFC 2047 encoded words
+// decoded, "" if absent.
+func (h *Header) Get(name string) string {
+	v, _ := h.raw(name)
+	return decodeWords(v)
+}
+
+// Values returns every value of field name, undecoded, in order.
+func (h *Header) Values(name string) []string {
+	var out []string
+	for i := range h.fields {
+		if strings.EqualFold(h.fields[i].key, name) {
+			out = append(out, h.fields[i].value)
+		}
+	}
+	return out
+}
+
+// Len is the number of fields.
+func (h *Header) Len() int { return len(h.fields) }
+
+// Subject is the decoded Subject.
+func (h *Header) Subject() string { return h.Get("Subject") }
+
+// From is the first address of the From field, "" if none can be found.
+func (h *Header) From() string {
+	if l := h.Addresses("From"); len(l) > 0 {
+		return l[0]
+	}
+	return ""
+}
+
+var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+
+var addrParser = &mail.AddressParser{WordDecoder: wordDecoder}
+
+// Addresses returns the addresses of field name (From, To, Cc...). A list
+// that does not parse is read leniently, token by token, so that a sloppy
+// mailer's header still yields its addresses.
+func (h *Header) Addresses(name string) []string {
+	var out []string
+	for _, v := range h.Values(name) {
+		if v == "" {
+			continue
+		}
+		if l, err := addrParser.ParseList(v); err == nil {
+			for _, a := range l {
+				out = append(out, a.Address)
+			}
+			continue
+		}
+		out = append(out, lenientAddresses(v)...)
+	}
+	return out
+}
+
+// lenientAddresses picks what looks like an address out of each comma
+// separated item: the part in angle brackets, or a word holding an @.
+func lenientAddresses(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if i := strings.LastIndexByte(item, '<'); i >= 0 {
+			rest := item[i+1:]
+			if j := strings.IndexByte(rest, '>'); j >= 0 {
+				rest = rest[:j]
+			}
+			if a := strings.TrimSpace(rest); a != "" {
+				out = append(out, a)
+			}
+			continue
+		}
+		for _, w := range strings.Fields(item) {
+			if strings.Contains(w, "@") {
+				out = append(out, strings.Trim(w, `"'()<>;`))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// decodeWords decodes RFC 2047 encoded words; raw 8-bit text that is not
+// UTF-8 is read as Windows-1252, the usual culprit. A value that does not
+// decode is returned as it came.
+func decodeWords(v string) string {
+	if strings.Contains(v, "=?") {
+		if d, err := wordDecoder.DecodeHeader(v); err == nil {
+			v = d
+		}
+	}
+	return validUTF8(v)
+}
+
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	if d, err := charmap.Windows1252.NewDecoder().String(s); err == nil {
+		return d
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// textproto builds go-message's header from ours, for the MIME walk.
+func (h *Header) textproto() textproto.Header {
+	var th textproto.Header
+	// go-message's Get returns the last added value of a key: add in reverse
+	// so that it, like ours, returns the first.
+	for i := len(h.fields) - 1; i >= 0; i-- {
+		f := h.fields[i]
+		if validKey([]byte(f.key)) {
+			th.Add(f.key, f.value)
+		}
+	}
+	return th
+}
+
+// Body is what the body facts need from a message.
+type Body struct {
+	Text          string   // text parts, HTML rendered to text
+	Links         []string // distinct URLs, in order of appearance
+	PhishingLinks int      // anchors whose visible domain differs from the href's registered domain
+	Problems      []string // what was odd or cut short
+}
+
+// ParseBody walks the MIME tree of raw (whose header h is), decoding
+// transfer encodings and charsets, within lim. It never panics and never
+// holds more than a bounded multiple of len(raw) plus lim.MaxText.
+func ParseBody(raw []byte, h *Header, lim Limits) (b *Body) {
+	if h == nil {
+		h, _ = ParseHeader(raw)
+	}
+	w := &walker{lim: lim.orDefault(), seen: map[string]bool{}}
+	defer func() {
+		if r := recover(); r != nil { // a bug in a library must not take the relay down
+			w.problem("MIME parser failed: %v", r)
+		}
+		b = w.body()
+	}()
+	off := min(h.BodyOffset(), len(raw))
+	w.entity(h.textproto(), raw[off:], 0)
+	return b
+}
+
+type walker struct {
+	lim      Limits
+	text     strings.Builder
+	links    []string
+	seen     map[string]bool
+	phishing int
+	parts    int
+	problems []string
+	cut      bool // the text limit was reached
+	linksCut bool // the links limit was reached
+}
+
+func (w *walker) body() *Body {
+	return &Body{Text: w.text.String(), Links: w.links, PhishingLinks: w.phishing, Problems: w.problems}
+}
+
+func (w *walker) problem(format string, args ...any) {
+	if len(w.problems) < 20 {
+		w.problems = append(w.problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// entity decodes one MIME entity whose header is th and raw body is body.
+func (w *walker) entity(th textproto.Header, body []byte, depth int) {
+	e, err := message.New(message.Header{Header: th}, bytes.NewReader(body))
+	if err != nil {
+		w.problem("%v", err) // unknown charset or encoding: the body is still read as it is
+	}
+	w.walk(e, depth, charsetDeclared(th) && err == nil)
+}
+
+func charsetDeclared(th textproto.Header) bool {
+	_, p, _ := mime.ParseMediaType(th.Get("Content-Type"))
+	return p["charset"] != ""
+}
+
+func (w *walker) walk(e *message.Entity, depth int, decoded bool) {
+	if depth > w.lim.MaxDepth {
+		w.problem("MIME nesting deeper than %d levels; the rest is not read", w.lim.MaxDepth)
+		return
+	}
+	w.parts++
+	if w.parts > w.lim.MaxParts {
+		if w.parts == w.lim.MaxParts+1 {
+			w.problem("more than %d MIME parts; the rest is not read", w.lim.MaxParts)
+		}
+		return
+	}
+	mt, params, err := e.Header.ContentType()
+	if err != nil || mt == "" {
+		mt = "text/plain" // RFC 2045 5.2
+	}
+	if disp, _, _ := e.Header.ContentDisposition(); disp == "attachment" && !strings.HasPrefix(mt, "message/") && !strings.HasPrefix(mt, "multipart/") {
+		return
+	}
+	switch {
+	case strings.HasPrefix(mt, "multipart/"):
+		if params["boundary"] == "" {
+			w.problem("%s part without a boundary", mt)
+			return
+		}
+		w.multipart(e, mt, depth)
+	case mt == "message/rfc822" || mt == "message/global":
+		// Decoding never makes a body bigger, so this is bounded by the raw message.
+		inner, ok := w.read(e.Body, math.MaxInt32, mt)
+		if !ok && len(inner) == 0 {
+			return
+		}
+		ih, herr := ParseHeader(inner)
+		if herr != nil {
+			w.problem("attached message: %v", herr)
+		}
+		w.entity(ih.textproto(), inner[min(ih.BodyOffset(), len(inner)):], depth+1)
+	case mt == "text/plain" || mt == "text/html":
+		budget := w.lim.MaxText - w.text.Len()
+		if mt == "text/html" {
+			budget = 4 * w.lim.MaxText // markup is bigger than its text
+		}
+		if budget <= 0 {
+			w.cutText()
+			return
+		}
+		data, _ := w.read(e.Body, budget, mt)
+		s := string(data)
+		if !utf8.ValidString(s) {
+			if decoded {
+				s = strings.ToValidUTF8(s, "\uFFFD")
+			} else {
+				s = validUTF8(s) // undeclared 8-bit text
+			}
+		}
+		if mt == "text/html" {
+			s = w.html(s)
+		} else {
+			w.textLinks(s)
+		}
+		w.addText(s)
+	}
+}
+
+// read reads at most max bytes of r, noting a decoding error or a cut.
+func (w *walker) read(r io.Reader, max int, what string) ([]byte, bool) {
+	data, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		w.problem("%s part: %v", what, err)
+	}
+	if len(data) > max {
+		w.problem("%s part longer than %d bytes; the rest is not read", what, max)
+		data = data[:max]
+	}
+	return data, err == nil
+}
+
+func (w *walker) multipart(e *message.Entity, mt string, depth int) {
+	mr := e.MultipartReader()
+	if mr == nil {
+		return
+	}
+	alternative := mt == "multipart/alternative"
+	var best string
+	var bestRank int
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+				w.problem("%s: %v", mt, err)
+				break
+			}
+			w.problem("%v", err)
+		}
+		if p == nil {
+			break
+		}
+		if !alternative {
+			w.walk(p, depth+1, charsetDeclared(p.Header.Header) && err == nil)
+			continue
+		}
+		// Of the alternatives, keep the text of the plainest one that has
+		// any; links and phishing are taken from all of them.
+		saved := w.text.String()
+		w.text.Reset()
+		w.walk(p, depth+1, charsetDeclared(p.Header.Header) && err == nil)
+		got := w.text.String()
+		w.text.Reset()
+		w.text.WriteString(saved)
+		pt, _, _ := p.Header.ContentType()
+		rank := 1
+		if pt == "text/plain" || pt == "" {
+			rank = 2
+		}
+		if strings.TrimSpace(got) != "" && rank > bestRank {
+			best, bestRank = got, rank
+		}
+		if w.parts > w.lim.MaxParts {
+			break
+		}
+	}
+	if best != "" {
+		w.addText(best)
+	}
+}
+
+func (w *walker) addText(s string) {
+	if s == "" {
+		return
+	}
+	room := w.lim.MaxText - w.text.Len()
+	if room <= 0 {
+		w.cutText()
+		return
+	}
+	if w.text.Len() > 0 {
+		w.text.WriteByte('\n')
+		room--
+	}
+	if len(s) > room {
+		s = s[:room]
+		for len(s) > 0 && !utf8.ValidString(s[max(0, len(s)-utf8.UTFMax):]) {
+			s = s[:len(s)-1] // do not split a character
+		}
+		w.cutText()
+	}
+	w.text.WriteString(s)
+}
+
+func (w *walker) cutText() {
+	if !w.cut {
+		w.cut = true
+		w.problem("text longer than %d bytes; the text fact holds the first %d", w.lim.MaxText, w.lim.MaxText)
+	}
+}
+
+func (w *walker) addLink(u string) {
+	if u == "" || w.seen[u] {
+		return
+	}
+	if len(w.links) >= w.lim.MaxLinks {
+		if !w.linksCut {
+			w.linksCut = true
+			w.problem("more than %d links; the rest are not kept", w.lim.MaxLinks)
+		}
+		return
+	}
+	w.seen[u] = true
+	w.links = append(w.links, u)
+}
