@@ -2,7 +2,6 @@ package builtins
 
 import (
 	"net/netip"
-	"net/url"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -23,7 +22,7 @@ func (w *walker) textLinks(s string) {
 			end++
 		}
 		u := strings.TrimRight(s[start:end], ".,;:!?)]}'\"")
-		if hostOf(u) != "" {
+		if !w.seen[u] && hostOf(u) != "" {
 			w.addLink(webLink(u))
 		}
 		i = max(end, start+1)
@@ -57,28 +56,66 @@ func linkStop(c byte) bool {
 	return c <= ' ' || c == '<' || c == '>' || c == '"' || c == '\'' || c == '`' || c == 0x7f
 }
 
-// hostOf is the lower-case host of a web link, "" if it has none.
+// hostOf is the lower-case host of a web link, "" if it has none. It is
+// read by hand (scheme, userinfo, port) rather than with net/url, which
+// rejects much of what mailers write and costs more.
 func hostOf(link string) string {
-	if hasPrefixFold(link, "www.") {
-		link = "http://" + link
-	}
-	u, err := url.Parse(link)
-	if err != nil || u.Hostname() == "" {
+	rest := link
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+	} else if !hasPrefixFold(rest, "www.") {
 		return ""
 	}
-	return normalizeHost(u.Hostname())
+	if i := strings.IndexAny(rest, "/?#\\"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	if strings.HasPrefix(rest, "[") { // [v6]:port
+		if i := strings.IndexByte(rest, ']'); i > 0 {
+			return strings.ToLower(rest[1:i])
+		}
+		return ""
+	}
+	if i := strings.IndexByte(rest, ':'); i >= 0 {
+		rest = rest[:i]
+	}
+	if rest == "" || strings.ContainsAny(rest, " \t<>\"'") {
+		return ""
+	}
+	return normalizeHost(rest)
 }
 
 func normalizeHost(h string) string {
 	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if a, err := idna.Lookup.ToASCII(h); err == nil {
-		return a
+	for i := 0; i < len(h); i++ {
+		if h[i] >= 0x80 {
+			if a, err := idna.Lookup.ToASCII(h); err == nil {
+				return a
+			}
+			return h
+		}
 	}
 	return h
 }
 
 // registered is the registrable domain of host (eTLD+1 on the public
 // suffix list), or host itself for an address or a name without one.
+func (w *walker) registered(host string) string {
+	if d, ok := w.reg[host]; ok {
+		return d
+	}
+	d := registered(host)
+	if w.reg == nil {
+		w.reg = map[string]string{}
+	}
+	if len(w.reg) < 4096 {
+		w.reg[host] = d
+	}
+	return d
+}
+
 func registered(host string) string {
 	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		return host
@@ -135,6 +172,20 @@ func looksLikeDomain(w string) bool {
 // checkAnchor counts a phishing link: the anchor's text shows one
 // registered domain and its href goes to another.
 func (w *walker) checkAnchor(href, text string) {
+	key := href + "\x00" + text
+	if n, ok := w.anchors[key]; ok { // newsletters repeat the same anchor
+		w.phishing += n
+		return
+	}
+	before := w.phishing
+	defer func() {
+		if w.anchors == nil {
+			w.anchors = map[string]int{}
+		}
+		if len(w.anchors) < 4096 {
+			w.anchors[key] = w.phishing - before
+		}
+	}()
 	shown := visibleHost(text)
 	if shown == "" {
 		return
@@ -143,7 +194,7 @@ func (w *walker) checkAnchor(href, text string) {
 	if target == "" {
 		return
 	}
-	if registered(shown) != registered(target) {
+	if w.registered(shown) != w.registered(target) {
 		w.phishing++
 	}
 }

@@ -304,8 +304,11 @@ type walker struct {
 	phishing int
 	parts    int
 	problems []string
-	cut      bool // the text limit was reached
-	linksCut bool // the links limit was reached
+	cut      bool              // the text limit was reached
+	linksCut bool              // the links limit was reached
+	trunc    bool              // a multipart ended early
+	reg      map[string]string // registered domain by host
+	anchors  map[string]int    // phishing count by href and anchor text
 }
 
 func (w *walker) body() *Body {
@@ -360,8 +363,8 @@ func (w *walker) walk(e *message.Entity, depth int, decoded bool) {
 		w.multipart(e, mt, depth)
 	case mt == "message/rfc822" || mt == "message/global":
 		// Decoding never makes a body bigger, so this is bounded by the raw message.
-		inner, ok := w.read(e.Body, math.MaxInt32, mt)
-		if !ok && len(inner) == 0 {
+		inner, _ := w.read(e.Body, math.MaxInt32, mt)
+		if len(inner) == 0 {
 			return
 		}
 		ih, herr := ParseHeader(inner)
@@ -378,7 +381,14 @@ func (w *walker) walk(e *message.Entity, depth int, decoded bool) {
 			w.cutText()
 			return
 		}
-		data, _ := w.read(e.Body, budget, mt)
+		data, cut := w.read(e.Body, budget, mt)
+		if cut {
+			if mt == "text/plain" {
+				w.cutText()
+			} else {
+				w.problem("HTML part longer than %d bytes; the rest is not read", budget)
+			}
+		}
 		s := string(data)
 		if !utf8.ValidString(s) {
 			if decoded {
@@ -396,17 +406,34 @@ func (w *walker) walk(e *message.Entity, depth int, decoded bool) {
 	}
 }
 
-// read reads at most max bytes of r, noting a decoding error or a cut.
-func (w *walker) read(r io.Reader, max int, what string) ([]byte, bool) {
+// read reads at most max bytes of r, noting a decoding error; cut says
+// there was more.
+func (w *walker) read(r io.Reader, max int, what string) (data []byte, cut bool) {
 	data, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
 	if err != nil {
-		w.problem("%s part: %v", what, err)
+		if isEOF(err) {
+			w.truncated()
+		} else {
+			w.problem("%s part: %v", what, err)
+		}
 	}
 	if len(data) > max {
-		w.problem("%s part longer than %d bytes; the rest is not read", what, max)
-		data = data[:max]
+		return data[:max], true
 	}
-	return data, err == nil
+	return data, false
+}
+
+// isEOF tells a body that stops short; go-message formats these errors
+// with %v, so errors.Is cannot see them.
+func isEOF(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || strings.HasSuffix(err.Error(), "EOF")
+}
+
+func (w *walker) truncated() {
+	if !w.trunc {
+		w.trunc = true
+		w.problem("the message is truncated: a multipart ends without its closing boundary")
+	}
 }
 
 func (w *walker) multipart(e *message.Entity, mt string, depth int) {
@@ -423,6 +450,10 @@ func (w *walker) multipart(e *message.Entity, mt string, depth int) {
 			break
 		}
 		if err != nil {
+			if isEOF(err) {
+				w.truncated()
+				break
+			}
 			if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
 				w.problem("%s: %v", mt, err)
 				break
