@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"sort"
 	"strings"
 
@@ -151,6 +153,34 @@ func fixLines(err error, off int) error {
 	return fmt.Errorf("%s", strings.TrimPrefix(out.String(), "yaml: "))
 }
 
+var notFound = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// yamlErrors splits a yaml.v3 decoding error ("unmarshal errors:\n  line
+// 7: ...") into one FILE:LINE: message per problem, in the operator's words.
+func yamlErrors(path string, line int, err error) []error {
+	var out []error
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l == "unmarshal errors:" {
+			continue
+		}
+		at := line
+		if rest, ok := strings.CutPrefix(l, "line "); ok {
+			if i := strings.Index(rest, ": "); i > 0 {
+				if n, err := strconv.Atoi(rest[:i]); err == nil {
+					at, l = n, rest[i+2:]
+				}
+			}
+		}
+		l = notFound.ReplaceAllString(l, "unknown key $1")
+		out = append(out, fmt.Errorf("%s:%d: %s", path, at, l))
+	}
+	if len(out) == 0 {
+		out = append(out, fmt.Errorf("%s:%d: %v", path, line, err))
+	}
+	return out
+}
+
 type rawFile struct {
 	Cases []yaml.Node `yaml:"cases"`
 }
@@ -209,7 +239,7 @@ func LoadFile(path string) ([]*Case, []error) {
 	}
 	var rf rawFile
 	if err := decodeStrict(doc.Content[0], &rf); err != nil {
-		return nil, []error{fmt.Errorf("%s: %v", path, err)}
+		return nil, yamlErrors(path, doc.Content[0].Line, err)
 	}
 	var cases []*Case
 	var errs []error
@@ -217,7 +247,7 @@ func LoadFile(path string) ([]*Case, []error) {
 		n := &rf.Cases[i]
 		var rc rawCase
 		if err := decodeStrict(n, &rc); err != nil {
-			errs = append(errs, fmt.Errorf("%s:%d: %v", path, n.Line, err))
+			errs = append(errs, yamlErrors(path, n.Line, err)...)
 			continue
 		}
 		c := &Case{Name: rc.Name, File: path, Line: n.Line, Context: rc.Context, Expect: rc.Expect}

@@ -1,0 +1,233 @@
+package ruletest
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/engine"
+)
+
+const rules = `thresholds: {reject: 13, hold: 8, tag: 5}
+lists:
+  role_locals: [noreply]
+rules:
+  - name: caps
+    when: subject_caps
+    then: +6
+  - name: no-ptr
+    when: rdns_none
+    then: +3
+  - name: rate
+    when: hourly_sent > 300
+    then: 'block 421 4.7.1 "Rate limit: 300 messages per hour"'
+  - name: role
+    when: in_list("role_locals", local_part(rcpt))
+    then: block 550 5.1.1 "These can't receive email"
+  - name: bounced
+    when: in_list("bounces", rcpt)
+    then: block 550 5.1.1 "The recipient is on the bounce list"
+  - name: never
+    when: helo == "never.example"
+    then: +1
+`
+
+func write(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, src := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func ruleSet(t *testing.T) *engine.RuleSet {
+	t.Helper()
+	rs, err := engine.Load([]engine.File{{Name: "r.yaml", Src: []byte(rules)}}, builtins.NewRegistry(), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+const caps = "From: promo@spam.example\nTo: bob@example.org\nSubject: FREE MONEY FOR YOU\n\nwin\n"
+
+func TestRunPaths(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{
+		"messages/caps.eml": caps,
+		"a.test.yaml": `cases:
+  - name: caps from a host without PTR is held
+    eml: messages/caps.eml
+    context: {client_ip: 203.0.113.7, rdns: ""}
+    expect: {action: hold, score: 9, rules: [caps, no-ptr], not_rules: [rate]}
+  - name: rate limit answers MAIL
+    eml: messages/caps.eml
+    context: {smtp_user: alice, facts: {hourly_sent: 301}}
+    expect: {action: tempfail, code: 421, enhanced: 4.7.1, text: "300 messages per hour", rules: [rate]}
+  - name: recipients are judged one by one
+    message: |
+      From: a@example.com
+      Subject: hi
+
+      hello
+    context:
+      rcpts: [bob@example.org, noreply@example.org, gone@example.org]
+      lists: {bounces: [GONE@example.org]}
+    expect:
+      action: accept
+      recipients:
+        bob@example.org: {action: accept}
+        noreply@example.org: {action: reject, code: 550, enhanced: 5.1.1}
+        gone@example.org: {action: reject, code: 550}
+`,
+		"sub/b.test.yml": `cases:
+  - name: wrong expectations are all reported
+    eml: ../messages/caps.eml
+    expect: {action: reject, code: 554, score: {min: 13}, rules: [never], not_rules: [caps]}
+`,
+		"ignored.yaml": "not: a fixture\n",
+	})
+	s, err := RunPaths(context.Background(), ruleSet(t), []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Results) != 4 || s.Passed() != 3 || s.Failed() != 1 {
+		var b bytes.Buffer
+		s.WriteText(&b, true)
+		t.Fatalf("%d results, %d passed, %d failed:\n%s", len(s.Results), s.Passed(), s.Failed(), b.String())
+	}
+	var text bytes.Buffer
+	s.WriteText(&text, false)
+	s.WriteSummary(&text)
+	out := text.String()
+	for _, want := range []string{
+		"wrong expectations are all reported", "sub/b.test.yml:2",
+		"action: expected reject, got tag", // expected vs got
+		"score", ">= 13",
+		"rule never: expected it to fire, it did not", "rule caps: expected it not to fire, it did",
+		"subject_caps=true", // evidence of the fired rule
+		"3 passed, 1 failed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, "3 passed, 1 failed\n") {
+		t.Errorf("report does not end with the summary line:\n%s", out)
+	}
+
+	var cov bytes.Buffer
+	s.WriteCoverage(&cov, ruleSet(t))
+	if !strings.Contains(cov.String(), "never") || strings.Contains(cov.String(), "caps") {
+		t.Errorf("coverage:\n%s", cov.String())
+	}
+
+	junit := filepath.Join(dir, "junit.xml")
+	if err := s.WriteJUnit(junit); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(junit)
+	var suites struct {
+		Tests    int `xml:"tests,attr"`
+		Failures int `xml:"failures,attr"`
+		Suites   []struct {
+			Cases []struct {
+				Name    string `xml:"name,attr"`
+				Failure *struct {
+					Body string `xml:",chardata"`
+				} `xml:"failure"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(raw, &suites); err != nil {
+		t.Fatalf("JUnit is not XML: %v\n%s", err, raw)
+	}
+	failed := 0
+	for _, su := range suites.Suites {
+		for _, c := range su.Cases {
+			if c.Failure != nil {
+				failed++
+				if !strings.Contains(c.Failure.Body, "never") {
+					t.Errorf("JUnit failure body lacks the detail: %q", c.Failure.Body)
+				}
+			}
+		}
+	}
+	if suites.Tests != 4 || suites.Failures != 1 || failed != 1 {
+		t.Errorf("JUnit: tests %d failures %d (%d failure elements)", suites.Tests, suites.Failures, failed)
+	}
+}
+
+func TestLoadFileProblems(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{
+		"bad.test.yaml": `cases:
+  - name: ok
+    message: "Subject: x\n\nhi\n"
+    expect: {action: accept}
+  - name: misspelt key
+    message: "Subject: x\n\nhi\n"
+    expect: {acton: accept}
+  - name: missing message
+    eml: nowhere.eml
+  - name: both forms
+    eml: a.eml
+    message: "x"
+  - eml: nameless.eml
+`,
+	})
+	cases, errs := LoadFile(filepath.Join(dir, "bad.test.yaml"))
+	if len(cases) != 1 || cases[0].Name != "ok" {
+		t.Errorf("loaded %d cases", len(cases))
+	}
+	joined := ""
+	for _, e := range errs {
+		joined += e.Error() + "\n"
+	}
+	for _, want := range []string{"bad.test.yaml:7: unknown key acton", "nowhere.eml", "bad.test.yaml:10", "bad.test.yaml:13"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("problems lack %q:\n%s", want, joined)
+		}
+	}
+	// A file with problems counts as failed, so CI goes red.
+	s, err := RunPaths(context.Background(), ruleSet(t), []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Failed() == 0 {
+		t.Error("load problems did not fail the run")
+	}
+}
+
+func TestContextDefaults(t *testing.T) {
+	var ctx Context
+	in, env, err := ctx.Input(builtins.NewRegistry(), []byte("From: Alice <alice@example.com>\nTo: bob@example.org, Carol <carol@example.net>\nCc: dave@example.com\nSubject: x\n\nhi\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.ClientIP != "127.0.0.1" || env.Helo != "localhost" || in.TLS || in.SMTPUser != "" {
+		t.Errorf("defaults: ip %q helo %q tls %v user %q", in.ClientIP, env.Helo, in.TLS, in.SMTPUser)
+	}
+	if env.MailFrom != "alice@example.com" || strings.Join(env.Rcpts, ",") != "bob@example.org,carol@example.net,dave@example.com" {
+		t.Errorf("envelope from %q rcpts %q", env.MailFrom, env.Rcpts)
+	}
+	empty := ""
+	ctx = Context{MailFrom: &empty, SMTPUser: "alice", Facts: map[string]any{"nope": 1}}
+	if _, _, err := ctx.Input(builtins.NewRegistry(), []byte("Subject: x\n\n")); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("unknown fact override: %v", err)
+	}
+	ctx.Facts = map[string]any{"hourly_sent": "many"}
+	if _, _, err := ctx.Input(builtins.NewRegistry(), []byte("Subject: x\n\n")); err == nil {
+		t.Error("a string accepted for an int fact")
+	}
+}
