@@ -142,6 +142,19 @@ var DynamicLists = []string{"bounces", "unsubscribes", "blocked"}
 // name. Hidden files (editor swap files, Kubernetes' ..data) are skipped. On
 // any problem it returns a *LoadError listing them all and no RuleSet.
 func LoadDir(dir string, reg *builtins.Registry, opts Options) (*RuleSet, error) {
+	files, err := ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := Load(files, reg, opts)
+	if rs != nil {
+		rs.dir = dir
+	}
+	return rs, err
+}
+
+// ReadDir reads the rules files of dir as LoadDir would load them.
+func ReadDir(dir string) ([]File, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, &LoadError{Problems: []Problem{{File: dir, Msg: fmt.Sprintf("cannot read rules directory: %v", err)}}}
@@ -163,11 +176,18 @@ func LoadDir(dir string, reg *builtins.Registry, opts Options) (*RuleSet, error)
 		}
 		files = append(files, File{Name: path, Src: src})
 	}
-	rs, err := Load(files, reg, opts)
-	if rs != nil {
-		rs.dir = dir
+	return files, nil
+}
+
+// Checksum identifies the content of files as RuleSet.Checksum does, so a
+// poller can tell whether a directory changed without compiling it.
+func Checksum(files []File) string {
+	sum := sha256.New()
+	for _, f := range files {
+		fmt.Fprintf(sum, "%s\x00%d\x00", filepath.Base(f.Name), len(f.Src))
+		sum.Write(f.Src)
 	}
-	return rs, err
+	return hex.EncodeToString(sum.Sum(nil))
 }
 
 // File is one rules file's name (as it should appear in messages) and content.
@@ -184,10 +204,7 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 		lists: staticLists{},
 		names: map[string]*Rule{},
 	}
-	sum := sha256.New()
 	for _, f := range files {
-		fmt.Fprintf(sum, "%s\x00%d\x00", filepath.Base(f.Name), len(f.Src))
-		sum.Write(f.Src)
 		l.loadFile(f.Name, f.Src)
 	}
 	if len(l.problems) > 0 {
@@ -200,7 +217,7 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 		byName:     l.names,
 		thresholds: l.thresholds,
 		lists:      l.lists,
-		checksum:   hex.EncodeToString(sum.Sum(nil)),
+		checksum:   Checksum(files),
 		ids:        opts.IDs,
 		files:      fileNames(files),
 		now:        opts.Now,
