@@ -126,6 +126,27 @@ func TestAddressParts(t *testing.T) {
 	}
 }
 
+func TestHostname(t *testing.T) {
+	reg := NewRegistry()
+	f, ok := reg.Func("hostname")
+	if !ok {
+		t.Fatal("hostname not registered")
+	}
+	tests := []struct{ in, want string }{
+		{"https://Bit.LY/3xPayFix", "bit.ly"},
+		{"http://user:pw@example.com:8080/x?y#z", "example.com"},
+		{"www.example.org/path", "www.example.org"},
+		{"mailto:bob@example.com", ""},
+		{"not a url", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := f.Call(nil, []any{tt.in}); got != tt.want {
+			t.Errorf("hostname(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 // dnsServer serves PTR answers on 127.0.0.1 for the rdns tests.
 func dnsServer(t *testing.T, ptr map[string]string, servfail map[string]bool) string {
 	t.Helper()

@@ -168,6 +168,8 @@ func TestLoadProblems(t *testing.T) {
 			[]string{"r.yaml:2:"}},
 		{"rule read as a mapping because of ': '", "rules:\n  - hourly_sent > 300 => block 421 4.7.1 \"Rate limit: 300 messages per hour\"\n",
 			[]string{`r.yaml:2:5: YAML read this rule as a mapping because it holds ": "; quote the whole rule, as in`, `- 'hourly_sent > 300 => block 421 4.7.1 "Rate limit: 300 messages per hour"'`}},
+		{"unquoted then holding ': '", "rules:\n  - name: h\n    when: hourly_sent > 300\n    then: block 421 4.7.1 \"Rate limit: 300 messages per hour\"\n",
+			[]string{`r.yaml:4:`, `quote the whole value, as in`, `then: 'block 421 4.7.1 "Rate limit: 300 messages per hour"'`}},
 		{"not a bool", "rules:\n  - name: n\n    when: size + 1\n    then: +1\n",
 			[]string{"r.yaml:3:11: the expression must be true or false, but it gives int"}},
 		{"literal block error line", "rules:\n  - name: n\n    when: |\n      subject_caps and\n        size > \"x\"\n    then: +1\n",

@@ -198,7 +198,9 @@ func (s *source) yamlProblem(err error) Problem {
 		}
 	}
 	msg = "YAML: " + msg
-	if strings.Contains(raw, "=>") {
+	if t := strings.TrimLeft(raw, " -"); (strings.HasPrefix(t, "then:") || strings.HasPrefix(t, "when:")) && strings.Contains(msg, "mapping values") {
+		msg += "; YAML reads \": \" inside an unquoted value as a new key: quote the whole value, as in\n    " + quotedForm(raw)
+	} else if strings.Contains(raw, "=>") {
 		msg += "; this line holds a rule, and YAML reads \": \" inside an unquoted value as a new key: quote the whole rule, as in\n    " + quotedForm(raw)
 	}
 	return s.at(line, col, msg)
