@@ -160,7 +160,7 @@ func printRuleSet(w io.Writer, rs *engine.RuleSet) {
 			if r.Shadow {
 				flags += " [shadow]"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", r.Name, r.Then, r.Where(), flags)
+			fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", r.Name, r.Where(), r.Then, flags)
 		}
 		tw.Flush()
 	}

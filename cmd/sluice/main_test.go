@@ -51,7 +51,7 @@ func TestCheckGood(t *testing.T) {
 	for _, want := range []string{
 		"testdata/good: 7 rules in 2 files; thresholds: reject >= 13, hold >= 8, tag >= 5; lists: role_locals",
 		"\nhelo (1)\n", "\nmail (2)\n", "\nrcpt (1)\n", "\ndata (3)\n",
-		"role  block 550 5.1.1 \"These can't receive email\"",
+		"role  testdata/good/10-rules.yaml:13:5  block 550 5.1.1 \"These can't receive email\" [per recipient]",
 		"[per recipient]", "[shadow]", "\nok\n",
 	} {
 		if !strings.Contains(out, want) {
