@@ -68,6 +68,8 @@ func coreFacts() []Fact {
 			Compute: func(m *Message) (any, error) { return m.Body().Text, nil }},
 		{Name: "links", Type: StringList, Phase: Data, Doc: "URLs found in the body",
 			Compute: func(m *Message) (any, error) { return m.Body().Links, nil }},
+		{Name: "link_hosts", Type: StringList, Phase: Data, Doc: "distinct hosts of the links, lower case, in order of appearance",
+			Compute: func(m *Message) (any, error) { return linkHosts(m.Body().Links), nil }},
 		{Name: "phishing_links", Type: Int, Phase: Data, Doc: "links whose visible text names another registered domain than the href",
 			Compute: func(m *Message) (any, error) { return m.Body().PhishingLinks, nil }},
 

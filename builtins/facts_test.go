@@ -2,7 +2,9 @@ package builtins
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,6 +146,29 @@ func TestHostname(t *testing.T) {
 		if got := f.Call(nil, []any{tt.in}); got != tt.want {
 			t.Errorf("hostname(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestLinkHosts(t *testing.T) {
+	got := linkHosts([]string{"https://Bit.ly/a", "https://example.com/1", "www.example.org/x", "https://bit.ly/b", "mailto:x@y.z", "https://EXAMPLE.com/2"})
+	if want := []string{"bit.ly", "example.com", "www.example.org"}; !slices.Equal(got, want) {
+		t.Errorf("linkHosts = %q, want %q", got, want)
+	}
+	// A link that only starts like the previous one is not on its host.
+	got = linkHosts([]string{"https://example.com/a", "https://example.com.evil.net/b", "https://example.com?q", "https://user@example.com:8080/x", "https://example.com"})
+	if want := []string{"example.com", "example.com.evil.net"}; !slices.Equal(got, want) {
+		t.Errorf("linkHosts = %q, want %q", got, want)
+	}
+	// Past 16 distinct hosts the dedupe switches to a map; order is kept.
+	var links, want []string
+	for i := range 40 {
+		links = append(links, fmt.Sprintf("https://h%d.example.com/a", i%20), fmt.Sprintf("https://h%d.example.com/b", i%20))
+		if i < 20 {
+			want = append(want, fmt.Sprintf("h%d.example.com", i))
+		}
+	}
+	if got := linkHosts(links); !slices.Equal(got, want) {
+		t.Errorf("linkHosts of 80 links on 20 hosts = %q", got)
 	}
 }
 

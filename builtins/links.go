@@ -2,6 +2,7 @@ package builtins
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -59,32 +60,101 @@ func linkStop(c byte) bool {
 // hostOf is the lower-case host of a web link, "" if it has none. It is
 // read by hand (scheme, userinfo, port) rather than with net/url, which
 // rejects much of what mailers write and costs more.
+// linkHosts returns the distinct hosts of links in order of appearance, so
+// that a rule about link targets runs once per host, not once per link.
+func linkHosts(links []string) []string {
+	hosts := make([]string, 0, 4)
+	var seen map[string]bool
+	// Links cluster by host: a link that starts with the previous link's
+	// scheme and authority, up to the same delimiter, has its host.
+	prefix := ""
+	for _, l := range links {
+		if prefix != "" && len(l) > len(prefix) && strings.HasPrefix(l, prefix) && isAuthorityEnd(l[len(prefix)]) {
+			continue
+		}
+		raw, _, end := rawHost(l)
+		prefix = ""
+		if raw == "" {
+			continue
+		}
+		if end < len(l) {
+			prefix = l[:end]
+		}
+		h := hostOf(l)
+		if h == "" {
+			continue
+		}
+		if seen == nil && len(hosts) >= 16 {
+			seen = make(map[string]bool, 2*len(hosts))
+			for _, x := range hosts {
+				seen[x] = true
+			}
+		}
+		if seen != nil {
+			if seen[h] {
+				continue
+			}
+			seen[h] = true
+		} else if slices.Contains(hosts, h) {
+			continue
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
 func hostOf(link string) string {
-	rest := link
-	if i := strings.Index(rest, "://"); i >= 0 {
-		rest = rest[i+3:]
-	} else if !hasPrefixFold(rest, "www.") {
+	raw, bracketed, _ := rawHost(link)
+	if raw == "" {
 		return ""
 	}
-	if i := strings.IndexAny(rest, "/?#\\"); i >= 0 {
-		rest = rest[:i]
+	if bracketed {
+		return strings.ToLower(raw)
+	}
+	return normalizeHost(raw)
+}
+
+func isAuthorityEnd(c byte) bool { return c == '/' || c == '?' || c == '#' || c == '\\' }
+
+// rawHost slices the host out of link without allocating: as written (case
+// and IDN not normalized), whether it was an [IPv6] literal, and the offset
+// in link where the authority (user@host:port) ends.
+func rawHost(link string) (string, bool, int) {
+	rest := link
+	start := 0
+	if i := strings.Index(rest, "://"); i >= 0 {
+		start = i + 3
+		rest = rest[start:]
+	} else if !hasPrefixFold(rest, "www.") {
+		return "", false, 0
+	}
+	end := len(link)
+	for i := 0; i < len(rest); i++ {
+		if isAuthorityEnd(rest[i]) {
+			rest = rest[:i]
+			end = start + i
+			break
+		}
 	}
 	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
 		rest = rest[i+1:]
 	}
 	if strings.HasPrefix(rest, "[") { // [v6]:port
 		if i := strings.IndexByte(rest, ']'); i > 0 {
-			return strings.ToLower(rest[1:i])
+			return rest[1:i], true, end
 		}
-		return ""
+		return "", false, end
 	}
 	if i := strings.IndexByte(rest, ':'); i >= 0 {
 		rest = rest[:i]
 	}
-	if rest == "" || strings.ContainsAny(rest, " \t<>\"'") {
-		return ""
+	for i := 0; i < len(rest); i++ {
+		switch rest[i] {
+		case ' ', '\t', '<', '>', '"', '\'':
+			return "", false, end
+		}
 	}
-	return normalizeHost(rest)
+	return rest, false, end
 }
 
 func normalizeHost(h string) string {
@@ -130,6 +200,9 @@ func registered(host string) string {
 // a host: a URL, or a word that is a domain under a real public suffix
 // ("paypal.com", not "file.txt"). "" if the text names none.
 func visibleHost(text string) string {
+	if strings.IndexByte(text, '.') < 0 && !strings.Contains(text, "://") {
+		return "" // neither a domain nor a URL
+	}
 	for _, word := range strings.FieldsFunc(text, func(r rune) bool {
 		return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\u00a0' || r == '<' || r == '>' || r == '"' || r == '(' || r == ')' || r == ','
 	}) {
@@ -172,29 +245,24 @@ func looksLikeDomain(w string) bool {
 // checkAnchor counts a phishing link: the anchor's text shows one
 // registered domain and its href goes to another.
 func (w *walker) checkAnchor(href, text string) {
-	key := href + "\x00" + text
+	shown := visibleHost(text) // most anchor texts name no domain: done
+	if shown == "" {
+		return
+	}
+	key := href + "\x00" + shown
 	if n, ok := w.anchors[key]; ok { // newsletters repeat the same anchor
 		w.phishing += n
 		return
 	}
-	before := w.phishing
-	defer func() {
-		if w.anchors == nil {
-			w.anchors = map[string]int{}
-		}
-		if len(w.anchors) < 4096 {
-			w.anchors[key] = w.phishing - before
-		}
-	}()
-	shown := visibleHost(text)
-	if shown == "" {
-		return
+	n := 0
+	if target := hostOf(href); target != "" && w.registered(shown) != w.registered(target) {
+		n = 1
 	}
-	target := hostOf(href)
-	if target == "" {
-		return
+	w.phishing += n
+	if w.anchors == nil {
+		w.anchors = map[string]int{}
 	}
-	if w.registered(shown) != w.registered(target) {
-		w.phishing++
+	if len(w.anchors) < 4096 {
+		w.anchors[key] = n
 	}
 }

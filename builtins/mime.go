@@ -197,6 +197,10 @@ func (h *Header) Addresses(name string) []string {
 		if v == "" {
 			continue
 		}
+		if a, ok := simpleAddress(v); ok {
+			out = append(out, a)
+			continue
+		}
 		if l, err := addrParser.ParseList(v); err == nil {
 			for _, a := range l {
 				out = append(out, a.Address)
@@ -206,6 +210,80 @@ func (h *Header) Addresses(name string) []string {
 		out = append(out, lenientAddresses(v)...)
 	}
 	return out
+}
+
+// simpleAddress reads the forms nearly every header has, addr@example.com
+// and Name <addr@example.com> or "Name" <addr@example.com>, without the
+// full RFC 5322 parser; anything else (groups, comments, lists, encoded
+// words, quoted local parts, non-ASCII) is left to net/mail. It returns what
+// net/mail would.
+func simpleAddress(v string) (string, bool) {
+	v = strings.Trim(v, " \t") // white space, as net/mail skips it
+	if !strings.HasSuffix(v, ">") {
+		return v, isDotAtomAddr(v)
+	}
+	lt := strings.IndexByte(v, '<')
+	if lt < 0 {
+		return "", false
+	}
+	addr := v[lt+1 : len(v)-1]
+	if !isDotAtomAddr(addr) {
+		return "", false
+	}
+	name := strings.Trim(v[:lt], " \t")
+	if len(name) >= 2 && name[0] == '"' && name[len(name)-1] == '"' {
+		name = name[1 : len(name)-1]
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; c == '"' || c == '\\' || c < 0x20 || c >= 0x7f {
+				return "", false
+			}
+		}
+		return addr, true
+	}
+	// An unquoted display name is a phrase of atoms and spaces.
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c != ' ' && !isAtext(c) {
+			return "", false
+		}
+	}
+	if strings.Contains(name, "=?") {
+		return "", false
+	}
+	return addr, true
+}
+
+// isDotAtomAddr reports whether a is local@domain with both parts ASCII
+// dot-atoms (RFC 5322 3.2.3).
+func isDotAtomAddr(a string) bool {
+	at := strings.IndexByte(a, '@')
+	return at > 0 && isDotAtom(a[:at]) && isDotAtom(a[at+1:])
+}
+
+func isDotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if s[i-1] == '.' {
+				return false
+			}
+			continue
+		}
+		if !isAtext(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAtext(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
 }
 
 // lenientAddresses picks what looks like an address out of each comma
@@ -309,6 +387,7 @@ type walker struct {
 	trunc    bool              // a multipart ended early
 	reg      map[string]string // registered domain by host
 	anchors  map[string]int    // phishing count by href and anchor text
+	scratch  []byte            // reused by leaf parts, whose bytes become a string
 }
 
 func (w *walker) body() *Body {
@@ -327,45 +406,44 @@ func (w *walker) entity(th textproto.Header, body []byte, depth int) {
 	if err != nil {
 		w.problem("%v", err) // unknown charset or encoding: the body is still read as it is
 	}
-	w.walk(e, depth, charsetDeclared(th) && err == nil)
+	w.walk(e, depth, err == nil)
 }
 
-func charsetDeclared(th textproto.Header) bool {
-	_, p, _ := mime.ParseMediaType(th.Get("Content-Type"))
-	return p["charset"] != ""
-}
-
-func (w *walker) walk(e *message.Entity, depth int, decoded bool) {
+// walk reads entity e and returns its media type. converted says go-message
+// knew the entity's charset and encoding; with a declared charset, its text
+// is then UTF-8.
+func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 	if depth > w.lim.MaxDepth {
 		w.problem("MIME nesting deeper than %d levels; the rest is not read", w.lim.MaxDepth)
-		return
+		return ""
 	}
 	w.parts++
 	if w.parts > w.lim.MaxParts {
 		if w.parts == w.lim.MaxParts+1 {
 			w.problem("more than %d MIME parts; the rest is not read", w.lim.MaxParts)
 		}
-		return
+		return ""
 	}
 	mt, params, err := e.Header.ContentType()
 	if err != nil || mt == "" {
 		mt = "text/plain" // RFC 2045 5.2
 	}
+	decoded := converted && params["charset"] != ""
 	if disp, _, _ := e.Header.ContentDisposition(); disp == "attachment" && !strings.HasPrefix(mt, "message/") && !strings.HasPrefix(mt, "multipart/") {
-		return
+		return mt
 	}
 	switch {
 	case strings.HasPrefix(mt, "multipart/"):
 		if params["boundary"] == "" {
 			w.problem("%s part without a boundary", mt)
-			return
+			return mt
 		}
 		w.multipart(e, mt, depth)
 	case mt == "message/rfc822" || mt == "message/global":
 		// Decoding never makes a body bigger, so this is bounded by the raw message.
-		inner, _ := w.read(e.Body, math.MaxInt32, mt)
+		inner, _ := w.read(e.Body, math.MaxInt32, mt, nil)
 		if len(inner) == 0 {
-			return
+			return mt
 		}
 		ih, herr := ParseHeader(inner)
 		if herr != nil {
@@ -379,9 +457,10 @@ func (w *walker) walk(e *message.Entity, depth int, decoded bool) {
 		}
 		if budget <= 0 {
 			w.cutText()
-			return
+			return mt
 		}
-		data, cut := w.read(e.Body, budget, mt)
+		data, cut := w.read(e.Body, budget, mt, w.scratch[:0])
+		w.scratch = data[:0]
 		if cut {
 			if mt == "text/plain" {
 				w.cutText()
@@ -404,23 +483,38 @@ func (w *walker) walk(e *message.Entity, depth int, decoded bool) {
 		}
 		w.addText(s)
 	}
+	return mt
 }
 
-// read reads at most max bytes of r, noting a decoding error; cut says
-// there was more.
-func (w *walker) read(r io.Reader, max int, what string) (data []byte, cut bool) {
-	data, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
-	if err != nil {
-		if isEOF(err) {
-			w.truncated()
-		} else {
-			w.problem("%s part: %v", what, err)
+// read reads at most max bytes of r into buf, noting a decoding error; cut
+// says there was more.
+func (w *walker) read(r io.Reader, max int, what string, buf []byte) (data []byte, cut bool) {
+	if buf == nil {
+		buf = make([]byte, 0, 4096)
+	}
+	lr := io.LimitedReader{R: r, N: int64(max) + 1}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if isEOF(err) {
+				w.truncated()
+			} else {
+				w.problem("%s part: %v", what, err)
+			}
+			break
 		}
 	}
-	if len(data) > max {
-		return data[:max], true
+	if len(buf) > max {
+		return buf[:max], true
 	}
-	return data, false
+	return buf, false
 }
 
 // isEOF tells a body that stops short; go-message formats these errors
@@ -464,18 +558,17 @@ func (w *walker) multipart(e *message.Entity, mt string, depth int) {
 			break
 		}
 		if !alternative {
-			w.walk(p, depth+1, charsetDeclared(p.Header.Header) && err == nil)
+			w.walk(p, depth+1, err == nil)
 			continue
 		}
 		// Of the alternatives, keep the text of the plainest one that has
 		// any; links and phishing are taken from all of them.
 		saved := w.text.String()
 		w.text.Reset()
-		w.walk(p, depth+1, charsetDeclared(p.Header.Header) && err == nil)
+		pt := w.walk(p, depth+1, err == nil)
 		got := w.text.String()
 		w.text.Reset()
 		w.text.WriteString(saved)
-		pt, _, _ := p.Header.ContentType()
 		rank := 1
 		if pt == "text/plain" || pt == "" {
 			rank = 2

@@ -372,3 +372,57 @@ func BenchmarkParse20KB(b *testing.B) {
 		}
 	}
 }
+
+// simpleAddress is a fast path in front of net/mail; it must agree with it
+// whenever it answers.
+func checkSimpleAddress(t *testing.T, v string) {
+	got, ok := simpleAddress(v)
+	if !ok {
+		return
+	}
+	l, err := addrParser.ParseList(v)
+	if err != nil || len(l) != 1 || l[0].Address != got {
+		t.Errorf("simpleAddress(%q) = %q; net/mail says %v, %v", v, got, l, err)
+	}
+}
+
+func TestSimpleAddress(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string // "" when the fast path must decline
+	}{
+		{"alice@example.com", "alice@example.com"},
+		{"  Alice.B+tag@Example.COM ", "Alice.B+tag@Example.COM"},
+		{`"Example Billing" <billing@example.com>`, "billing@example.com"},
+		{"Bob Jensen <bob@customer-shop.org>", "bob@customer-shop.org"},
+		{"<root@localhost>", "root@localhost"},
+		{"John Q. Public <jqp@example.com>", ""},       // obsolete phrase: net/mail
+		{`"a\"b" <x@example.com>`, ""},                 // escaped quote: net/mail
+		{"=?UTF-8?Q?J=C3=BCrgen?= <j@example.de>", ""}, // encoded word: net/mail
+		{"a@example.com, b@example.com", ""},
+		{"a..b@example.com", ""},
+		{".a@example.com", ""},
+		{"a@example.com.", ""},
+		{"Group: a@example.com;", ""},
+		{"user@[192.0.2.1]", ""},
+		{"(comment) a@example.com", ""},
+		{"Jürgen <j@example.de>", ""},
+		{"", ""},
+	} {
+		got, ok := simpleAddress(tt.in)
+		if !ok {
+			got = ""
+		}
+		if got != tt.want {
+			t.Errorf("simpleAddress(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
+		}
+		checkSimpleAddress(t, tt.in)
+	}
+}
+
+func FuzzSimpleAddress(f *testing.F) {
+	for _, s := range []string{"a@b.c", `"N" <a@b.c>`, "N M <a@b>", "<a@b>", "a.b@c", `"x\" <a@b>`} {
+		f.Add(s)
+	}
+	f.Fuzz(checkSimpleAddress)
+}

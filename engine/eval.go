@@ -25,8 +25,15 @@ type Txn struct {
 	rs *RuleSet
 	m  *builtins.Message
 	vm vm.VM
-	in *builtins.Input
-	id string
+	// gargs is the argument stack of guards' native calls.
+	gargs []any
+	// memo[i] is the result of the rule set's distinct guard call i, valid
+	// while memoGen[i] == gen; gen moves on whenever facts may change.
+	memo    []any
+	memoGen []uint32
+	gen     uint32
+	in      *builtins.Input
+	id      string
 
 	ran      [builtins.NumPhases]bool
 	dataDone bool
@@ -81,7 +88,26 @@ func (rs *RuleSet) Begin(ctx context.Context, in *builtins.Input) *Txn {
 	t.rcpts = t.rcpts[:0]
 	clear(t.allowlisted)
 	t.resetMatches(builtins.Connect)
+	if n := rs.ncalls; len(t.memo) != n {
+		t.memo, t.memoGen = make([]any, n), make([]uint32, n)
+	}
+	t.bump()
 	return t
+}
+
+// bump invalidates the memo of guard calls: facts may change.
+func (t *Txn) bump() {
+	t.gen++
+	if t.gen == 0 { // wrapped: old stamps could match again
+		clear(t.memoGen)
+		t.gen = 1
+	}
+}
+
+// setRcpt sets the recipient under consideration.
+func (t *Txn) setRcpt(addr string) {
+	t.m.SetRcpt(addr)
+	t.bump()
 }
 
 // matches returns which patterns of matcher i occur in value, the current
@@ -136,6 +162,7 @@ func (t *Txn) Reset() {
 // rewind forgets phase p and every later one, as if they had not run.
 func (t *Txn) rewind(p Phase) {
 	t.m.Invalidate(p)
+	t.bump()
 	t.resetMatches(p)
 	if t.ran[p] {
 		mk := t.marks[p]
@@ -180,7 +207,7 @@ func (t *Txn) Rcpt(addr string) *Reply {
 		t.acceptRcpt(addr, t.decided.rule.Name)
 		return nil
 	}
-	t.m.SetRcpt(addr)
+	t.setRcpt(addr)
 	rule, refusal := t.runRecipient(t.rs.phaseRules[builtins.Rcpt].rcpt, addr)
 	if refusal != nil {
 		t.rcpts = append(t.rcpts, recipientRefusal(addr, refusal))
@@ -204,8 +231,9 @@ func recipientRefusal(addr string, r *Reply) RecipientVerdict {
 func (t *Txn) Data(raw []byte) *Verdict {
 	t.in.Raw = raw
 	t.m.Invalidate(builtins.Data)
+	t.bump()
 	t.resetMatches(builtins.Data)
-	t.m.SetRcpt("")
+	t.setRcpt("")
 	if t.advance(builtins.Rcpt) == nil && t.decided == nil && !t.noRecipients() && !t.allRecipientsAllowlisted() {
 		t.runMessage(t.rs.phaseRules[builtins.Data].message)
 		for _, addr := range t.in.Rcpts {
@@ -215,7 +243,7 @@ func (t *Txn) Data(raw []byte) *Verdict {
 			if t.allowlisted[addr] {
 				continue
 			}
-			t.m.SetRcpt(addr)
+			t.setRcpt(addr)
 			t.runRecipient(t.rs.phaseRules[builtins.Data].rcpt, addr)
 		}
 	}
@@ -281,15 +309,13 @@ func blockAction(code int) string {
 }
 
 // runMessage runs message-level rules in load order until one is terminal.
-func (t *Txn) runMessage(rules []*Rule) {
-	for _, r := range rules {
+func (t *Txn) runMessage(rules []slot) {
+	for i := range rules {
 		if t.decided != nil {
 			return
 		}
-		if g := r.compiled.guard; g != nil && !g.pass(t) {
-			continue
-		}
-		if !t.eval(r, "") || r.Shadow {
+		r := rules[i].rule
+		if !t.fires(&rules[i], "") || r.Shadow {
 			continue
 		}
 		switch r.Then.Kind {
@@ -308,15 +334,13 @@ func (t *Txn) runMessage(rules []*Rule) {
 // runRecipient runs per-recipient rules for addr. A block refuses only addr
 // at RCPT; after DATA a recipient can no longer be refused alone, so there
 // it refuses the message. It returns the accepting rule's name, if any.
-func (t *Txn) runRecipient(rules []*Rule, addr string) (string, *Reply) {
-	for _, r := range rules {
+func (t *Txn) runRecipient(rules []slot, addr string) (string, *Reply) {
+	for i := range rules {
 		if t.decided != nil {
 			return "", t.refusal()
 		}
-		if g := r.compiled.guard; g != nil && !g.pass(t) {
-			continue
-		}
-		if !t.eval(r, addr) || r.Shadow {
+		r := rules[i].rule
+		if !t.fires(&rules[i], addr) || r.Shadow {
 			continue
 		}
 		switch r.Then.Kind {
@@ -342,6 +366,21 @@ func (t *Txn) runRecipient(rules []*Rule, addr string) (string, *Reply) {
 		}
 	}
 	return "", t.refusal()
+}
+
+// fires reports whether the slot's rule fires, recording the hit: from its
+// guard alone when that decides, else by running the rule.
+func (t *Txn) fires(s *slot, rcpt string) bool {
+	switch s.check(t) {
+	case guardFalse:
+		return false
+	case guardTrue:
+		if s.exact {
+			t.hit(s.rule, rcpt)
+			return true
+		}
+	}
+	return t.eval(s.rule, rcpt)
 }
 
 // eval runs one rule and records a hit if it fired. An error (a fact that

@@ -3,6 +3,8 @@ package engine
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -64,26 +66,37 @@ func FuzzMultiMatcher(f *testing.F) {
 
 func TestFindGuard(t *testing.T) {
 	tests := map[string]string{
-		`from_domain == "example.com" and size > 3`: `from_domain == [example.com]`,
-		`"example.com" == from_domain`:              `from_domain == [example.com]`,
-		`size > 100`:                                `size > [100]`,
-		`100 < size`:                                `size > [100]`,
-		`size >= 1.5 and subject_caps`:              `size >= [1.5]`,
-		`subject contains "free"`:                   `subject contains [free]`,
-		`subject startsWith "Re:"`:                  `subject startsWith [Re:]`,
-		`helo in ["localhost", "local"]`:            `helo == [localhost local]`,
-		`helo == "a" or helo == "b"`:                `helo == [a b]`,
-		`rdns_none`:                                 `rdns_none == true`,
-		`not tls and authenticated`:                 `tls == false`,
-		`tls == false`:                              `tls == false`,
-		`(size > 1 and helo == "x") and tls`:        `size > [1]`,
-		`helo == "a" or size > 3`:                   `none`,
-		`header("x") == "y"`:                        `none`,
-		`"free" contains subject`:                   `none`,
-		`size > 3 or true`:                          `none`,
-		`rcpt_count in [1, 2]`:                      `rcpt_count == [1 2]`,
-		`let s = subject; s == "x"`:                 `none`,
-		`subject == 3 or false`:                     `none`,
+		`from_domain == "example.com" and size > 3`:            `all(from_domain == [example.com], size > [3])`,
+		`"example.com" == from_domain`:                         `from_domain == [example.com]`,
+		`size > 100`:                                           `size > [100]`,
+		`100 < size`:                                           `size > [100]`,
+		`size >= 1.5 and subject_caps`:                         `all(size >= [1.5], subject_caps == true)`,
+		`subject contains "free"`:                              `subject contains [free]`,
+		`subject startsWith "Re:"`:                             `subject startsWith [Re:]`,
+		`helo in ["localhost", "local"]`:                       `helo == [localhost local]`,
+		`helo == "a" or helo == "b"`:                           `helo == [a b]`,
+		`rdns_none`:                                            `rdns_none == true`,
+		`not tls and authenticated`:                            `all(tls == false, authenticated == true)`,
+		`tls == false`:                                         `tls == false`,
+		`(size > 1 and helo == "x") and tls`:                   `all(size > [1], helo == [x], tls == true)`,
+		`helo == "a" or size > 3`:                              `any(helo == [a], size > [3])`,
+		`helo == "a" or len(links) > 3`:                        `none`,
+		`size > 1 and len(links) > 3`:                          `size > [1]…`,
+		`(size > 1 and len(links) > 3) or tls`:                 `any(size > [1]…, tls == true)…`,
+		`(tls or (size > 1 and len(links) > 3)) and rdns_none`: `all(any(tls == true, size > [1]…)…, rdns_none == true)…`,
+		`header("x") == "y"`:                                   `header() == [y]`,
+		`has_header("Date")`:                                   `has_header() == true`,
+		`not has_header("Date") and size > 1`:                  `all(has_header() == false, size > [1])`,
+		`in_list("l", local_part(rcpt))`:                       `in_list() == true`,
+		`in_list("l", subject) == false`:                       `in_list() == false`,
+		`header(subject) contains "x"`:                         `header() contains [x]`,
+		`len(links) > 3`:                                       `none`,
+		`any(rcpts, in_list("l", #))`:                          `none`,
+		`"free" contains subject`:                              `none`,
+		`size > 3 or true`:                                     `none`,
+		`rcpt_count in [1, 2]`:                                 `rcpt_count == [1 2]`,
+		`let s = subject; s == "x"`:                            `none`,
+		`subject == 3 or false`:                                `none`,
 	}
 	reg := builtins.NewRegistry()
 	c := newExprCompiler(reg)
@@ -97,14 +110,7 @@ func TestFindGuard(t *testing.T) {
 		}
 		got := "none"
 		if g := cp.guard; g != nil {
-			switch {
-			case g.strs != nil:
-				got = fmt.Sprintf("%s %s %v", g.fact.Name, g.op, g.strs)
-			case g.nums != nil:
-				got = fmt.Sprintf("%s %s %v", g.fact.Name, g.op, g.nums)
-			default:
-				got = fmt.Sprintf("%s %s %v", g.fact.Name, g.op, g.b)
-			}
+			got = g.String()
 		}
 		if got != want {
 			t.Errorf("guard of %s = %s, want %s", src, got, want)
@@ -125,13 +131,23 @@ func TestGuardsDoNotChangeVerdicts(t *testing.T) {
   - x6: 'text contains "" => +0.5'
   - x7: 'subject_caps => +5'
   - x8: 'size > 1000 => +4'
+  - x9: 'has_header("X-Campaign") and subject contains "keyword-3" => +1'
+  - x10: 'not has_header("X-Missing") and size > 1100 => +0.5'
+  - x11: 'in_list("gen_ips", client_ip) => +1.5'
+  - x12: 'header("X-Campaign") in ["c1", "c2", "c3"] => block 550'
+  - x13: 'domain(rcpt) in ["r5.example", "r6.example"] => block 550 5.1.2'
+  - x14: 'header("Subject") endsWith "-7" => hold'
+  - x15: 'not in_list("gen_ips", client_ip) and local_part(rcpt) == "z" and subject contains "keyword-4" => +3'
+  - x16: '(tls or (size > 900 and text contains "phrase 2")) and subject_caps => +1'
+  - x17: '(subject contains "keyword-1" and len(rcpts) > 1) or helo == "h3" => +0.5'
+  - x18: 'helo == "h4" or has_header("X-Nope") or size < 100 => +0.5'
 `
 	guarded := mustLoad(t, "gen.yaml", src)
 	plain := mustLoad(t, "gen.yaml", src)
 	for _, r := range plain.rules {
 		r.compiled.guard = nil
 	}
-	plain.matchers = nil
+	plain.index()
 	r := rand.New(rand.NewPCG(7, 9))
 	fired := map[string]bool{}
 	actions := map[string]bool{}
@@ -167,7 +183,67 @@ func TestGuardsDoNotChangeVerdicts(t *testing.T) {
 		actions[va.Action] = true
 	}
 	// The comparison means something only if the messages exercise the rules.
+	for _, x := range []string{"x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16", "x17", "x18"} {
+		if !fired[x] {
+			t.Errorf("rule %s never fired: the messages do not exercise call guards", x)
+		}
+	}
 	if len(fired) < 100 || len(actions) < 4 {
 		t.Errorf("only %d distinct rules fired and %d actions seen: the messages do not exercise the rules", len(fired), len(actions))
+	}
+}
+
+// TestGuardsDoNotChangeDefaultVerdicts replays every shipped fixture message
+// through the default rules with and without guards, in a few contexts.
+func TestGuardsDoNotChangeDefaultVerdicts(t *testing.T) {
+	files, err := ReadDir("../rules.d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func() *RuleSet {
+		rs, err := Load(files, builtins.NewRegistry(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	guarded, plain := load(), load()
+	for _, r := range plain.rules {
+		r.compiled.guard = nil
+	}
+	plain.index()
+	emls, _ := filepath.Glob("../examples/fixtures/messages/*.eml")
+	if len(emls) < 10 {
+		t.Fatalf("only %d fixture messages", len(emls))
+	}
+	inputs := []builtins.Input{
+		{ClientIP: "127.0.0.1"},
+		{ClientIP: "203.0.113.200", RDNSKnown: true, Overrides: map[string]any{"spf": "fail", "hourly_sent": 301}},
+		{ClientIP: "192.0.2.1", SMTPUser: "new-signup", Authenticated: true, TLS: true, Overrides: map[string]any{"domain_allowed": false}},
+		{ClientIP: "192.0.2.1", SMTPUser: "monitoring", Authenticated: true, Overrides: map[string]any{"dkim": "fail", "dmarc": "fail"}},
+	}
+	hits := 0
+	for _, path := range emls {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, base := range inputs {
+			for _, helo := range []string{"localhost", "mail.example.com", "ylmf-pc", "[192.0.2.1]"} {
+				hdr, _ := builtins.ParseHeader(raw)
+				env := Envelope{Helo: helo, MailFrom: hdr.From(), Rcpts: append(hdr.Addresses("To"), "noreply@example.org", "x@localhost"), Raw: raw}
+				inA, inB := base, base
+				va := guarded.Replay(t.Context(), &inA, env)
+				vb := plain.Replay(t.Context(), &inB, env)
+				va.ID, vb.ID = "", ""
+				if !reflect.DeepEqual(va, vb) {
+					t.Fatalf("%s, input %d, helo %s: guarded verdict differs:\n%+v\nplain:\n%+v", path, i, helo, va, vb)
+				}
+				hits += len(va.Hits)
+			}
+		}
+	}
+	if hits < 200 {
+		t.Errorf("only %d hits: the replay does not exercise the rules", hits)
 	}
 }

@@ -69,6 +69,7 @@ type RuleSet struct {
 	rules      []*Rule
 	byName     map[string]*Rule
 	phaseRules [builtins.NumPhases]phaseRules
+	ncalls     int // distinct guard calls, memoized per transaction
 	thresholds Thresholds
 	lists      staticLists
 	warnings   []Problem
@@ -84,8 +85,8 @@ type RuleSet struct {
 }
 
 type phaseRules struct {
-	message []*Rule // run once per message
-	rcpt    []*Rule // run once per recipient
+	message []slot // run once per message
+	rcpt    []slot // run once per recipient
 }
 
 // Rules returns the rules in load order.
@@ -229,19 +230,27 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 	if rs.now == nil {
 		rs.now = time.Now
 	}
-	for _, r := range rs.rules {
-		pr := &rs.phaseRules[r.Phase]
-		if r.PerRecipient {
-			pr.rcpt = append(pr.rcpt, r)
-		} else {
-			pr.message = append(pr.message, r)
-		}
-	}
-	rs.matchers = buildMatchers(rs.rules)
+	rs.index()
 	rs.warnings = append(l.warnings, rs.lint(l)...)
 	sortProblems(rs.warnings)
 	rs.pool.New = func() any { return newTxn(rs.reg) }
 	return rs, nil
+}
+
+// index builds the per-phase rule lists and the shared matchers.
+func (rs *RuleSet) index() {
+	rs.matchers = buildMatchers(rs.rules)
+	rs.ncalls = internCalls(rs.rules)
+	rs.phaseRules = [builtins.NumPhases]phaseRules{}
+	guards := compactGuards(rs.rules)
+	for i, r := range rs.rules {
+		pr := &rs.phaseRules[r.Phase]
+		if r.PerRecipient {
+			pr.rcpt = append(pr.rcpt, newSlot(r, guards[i]))
+		} else {
+			pr.message = append(pr.message, newSlot(r, guards[i]))
+		}
+	}
 }
 
 func fileNames(files []File) []string {
@@ -493,6 +502,7 @@ func (l *loader) oneLiner(s *source, name string, nameNode, v *yaml.Node) {
 		if _, err := ParseAction(val); err == nil {
 			msg = "this rule has an action but no expression: write \"EXPR => " + strings.TrimSpace(val) + "\""
 		}
+		msg += s.commentHint(v)
 		l.problems = append(l.problems, s.atNode(v, msg))
 		return
 	}
@@ -608,9 +618,13 @@ func (l *loader) actionProblem(s *source, v *yaml.Node, off int, err error) {
 // compileRule compiles r.When, found at byte offset off of scalar v.
 func (l *loader) compileRule(s *source, r *Rule, v *yaml.Node, off int) bool {
 	c, errs := l.comp.compileWhen(r.When)
+	hint := ""
+	if len(errs) > 0 {
+		hint = s.commentHint(v)
+	}
 	for _, e := range errs {
 		line, col := s.scalarPos(v, off+e.Off)
-		l.problems = append(l.problems, s.at(line, col, e.Msg))
+		l.problems = append(l.problems, s.at(line, col, e.Msg+hint))
 	}
 	if c == nil {
 		return false

@@ -42,6 +42,28 @@ func (s *source) line(n int) string {
 	return s.lines[n-1]
 }
 
+// commentHint explains an error in a plain (unquoted) scalar that YAML cut
+// short at " #", which starts a comment: expr's # (the element in any(),
+// all(), filter()) must be quoted. It returns "" when that is not the case.
+func (s *source) commentHint(n *yaml.Node) string {
+	if n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return ""
+	}
+	raw := s.line(n.Line)
+	from := min(max(n.Column-1, 0), len(raw))
+	i := strings.Index(raw[from:], " #")
+	if i < 0 {
+		return ""
+	}
+	cut := strings.TrimSpace(raw[from+i:])
+	// A real trailing comment reads as prose; a cut expression leaves
+	// code behind: a closing parenthesis, a quote or the rule's arrow.
+	if !strings.ContainsAny(cut, ")\"'") && !strings.Contains(cut, "=>") {
+		return ""
+	}
+	return "; YAML took \"" + cut + "\" as a comment and cut the value there: quote the whole value (expr's # must be quoted)"
+}
+
 // at reports a problem at a 1-based line and column.
 func (s *source) at(line, col int, msg string) Problem {
 	return Problem{File: s.name, Line: line, Col: col, Msg: msg}
