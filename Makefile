@@ -39,6 +39,8 @@ fuzz:
 	$(GO) test ./engine -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
 	$(GO) test ./builtins -run '^$$' -fuzz FuzzParseBody -fuzztime $(FUZZTIME)
 	$(GO) test ./builtins -run '^$$' -fuzz FuzzParseHeader -fuzztime $(FUZZTIME)
+	$(GO) test ./builtins -run '^$$' -fuzz FuzzSimpleAddress -fuzztime $(FUZZTIME)
+	$(GO) test ./engine -run '^$$' -fuzz FuzzMultiMatcher -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin
