@@ -143,6 +143,9 @@ func (t *Txn) Close() {
 	t.rs.pool.Put(t)
 }
 
+// RuleSet is the rule set the transaction runs on.
+func (t *Txn) RuleSet() *RuleSet { return t.rs }
+
 // ID is the decision id of the current transaction.
 func (t *Txn) ID() string { return t.id }
 

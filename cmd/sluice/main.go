@@ -24,6 +24,10 @@ import (
 const usage = `sluice: an SMTP relay whose policy is written as rules
 
 usage:
+  sluice serve [--config FILE] [--rules DIR]          run the relay (no config: 127.0.0.1:2525, mail into ./sluice-state/mail)
+  sluice hold list|show ID|release ID...|delete ID... [--config FILE]
+                                                      review the holding area
+  sluice passwd < PASSWORD                            print a bcrypt hash for the config's password_hash
   sluice check [DIR]                                  load and type-check a rules directory, print rules by phase
   sluice test [--rules DIR] [--junit FILE] [--coverage] [-v] PATH...
                                                       replay *.test.yaml fixtures against the rules
@@ -46,6 +50,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
+	case "serve":
+		return cmdServe(rest, stdout, stderr)
+	case "hold":
+		return cmdHold(rest, stdout, stderr)
+	case "passwd":
+		return cmdPasswd(rest, os.Stdin, stdout, stderr)
 	case "check":
 		return cmdCheck(rest, stdout, stderr)
 	case "test":

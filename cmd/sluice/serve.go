@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sluicemail/sluice/server"
+)
+
+// cmdServe runs the relay until SIGTERM or SIGINT; SIGHUP reloads the rules
+// and the config.
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", stderr)
+	config := fs.String("config", "", "config file (default: the embedded default)")
+	rules := fs.String("rules", "", "rules directory (overrides the config's rules_dir)")
+	if _, err := parseArgs(fs, args); err != nil {
+		return 2
+	}
+	cfg, err := server.LoadConfig(*config)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice serve:", err)
+		return 1
+	}
+	if *rules != "" {
+		cfg.RulesDir = *rules
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	srv, err := server.New(cfg, *config, server.Options{Log: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice serve:", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ls, err := srv.Start(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice serve:", err)
+		return 1
+	}
+	for _, l := range ls {
+		fmt.Fprintf(stdout, "sluice: listening on %s (%s)\n", l.Addr, l.Mode)
+	}
+	rs := srv.Rules().Current()
+	fmt.Fprintf(stdout, "sluice: %d rules from %s, reloaded on change\n", len(rs.Rules()), cfg.RulesDir)
+	fmt.Fprintf(stdout, "sluice: spool in %s\n", abs(filepath.Join(cfg.StateDir, "spool")))
+	switch cfg.Delivery.Mode {
+	case "local":
+		fmt.Fprintf(stdout, "sluice: delivering into %s (one folder per recipient)\n", abs(cfg.Delivery.LocalDir))
+	case "smarthost":
+		fmt.Fprintf(stdout, "sluice: delivering through the smarthost %s\n", cfg.Delivery.Smarthost.Addr)
+	case "mx":
+		fmt.Fprintln(stdout, "sluice: delivering to each recipient domain's MX")
+	}
+	if *config == "" {
+		fmt.Fprintln(stdout, "sluice: embedded default: relaying for loopback clients without AUTH; try: swaks --server 127.0.0.1:2525 --to you@example.com")
+	}
+	go func() {
+		if err := srv.Rules().Watch(ctx, 200*time.Millisecond, 5*time.Second); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("rules watch stopped", "err", err)
+		}
+	}()
+	go srv.WatchConfig(ctx, 2*time.Second)
+
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			if _, err := srv.Rules().Reload("SIGHUP"); err != nil {
+				log.Error("rules reload rejected; the live rules stay", "err", err.Error())
+			}
+			srv.ReloadConfig()
+			continue
+		}
+		log.Info("shutting down", "signal", s.String(), "grace", cfg.Limits.ShutdownGrace.D().String())
+		sctx, scancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace.D())
+		err := srv.Shutdown(sctx)
+		scancel()
+		if err != nil {
+			log.Warn("shutdown", "err", err.Error())
+		}
+		return 0
+	}
+	return 0
+}
+
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// cmdHold manages the holding area.
+func cmdHold(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hold", stderr)
+	config := fs.String("config", "", "config file (default: the embedded default)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(pos) == 0 {
+		fmt.Fprintln(stderr, "usage: sluice hold list|show ID|release ID...|delete ID... [--config FILE]")
+		return 2
+	}
+	cfg, err := server.LoadConfig(*config)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice hold:", err)
+		return 1
+	}
+	sp, err := server.OpenSpool(filepath.Join(cfg.StateDir, "spool"))
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice hold:", err)
+		return 1
+	}
+	switch pos[0] {
+	case "list":
+		ids, err := sp.List(server.AreaHold)
+		if err != nil {
+			fmt.Fprintln(stderr, "sluice hold:", err)
+			return 1
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tRECEIVED\tUSER\tFROM\tRCPTS\tSCORE\tRULES")
+		for _, id := range ids {
+			e, err := sp.Envelope(server.AreaHold, id)
+			if err != nil {
+				continue
+			}
+			var rc []string
+			for _, r := range e.Rcpts {
+				rc = append(rc, r.Addr)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t<%s>\t%s\t%g\t%s\n", id, e.Received.Format(time.RFC3339), dash(e.User), e.From, strings.Join(rc, ","), e.Score, strings.Join(e.Rules, ","))
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "%d held\n", len(ids))
+		return 0
+	case "show":
+		if len(pos) != 2 {
+			fmt.Fprintln(stderr, "usage: sluice hold show ID")
+			return 2
+		}
+		e, err := sp.Envelope(server.AreaHold, pos[1])
+		if err != nil {
+			fmt.Fprintf(stderr, "sluice hold: %s: %v\n", pos[1], err)
+			return 1
+		}
+		msg, _ := sp.Message(server.AreaHold, pos[1])
+		fmt.Fprintf(stdout, "id:       %s\nreceived: %s\nuser:     %s\nclient:   %s (helo %s)\nfrom:     <%s>\n", e.ID, e.Received.Format(time.RFC3339), dash(e.User), e.ClientIP, e.Helo, e.From)
+		for _, r := range e.Rcpts {
+			fmt.Fprintf(stdout, "to:       <%s>\n", r.Addr)
+		}
+		fmt.Fprintf(stdout, "score:    %g\nrules:    %s\nreason:   %s\n\n", e.Score, strings.Join(e.Rules, ", "), e.Reason)
+		stdout.Write(msg)
+		return 0
+	case "release", "delete":
+		if len(pos) < 2 {
+			fmt.Fprintf(stderr, "usage: sluice hold %s ID...\n", pos[0])
+			return 2
+		}
+		code := 0
+		for _, id := range pos[1:] {
+			var err error
+			if pos[0] == "release" {
+				err = sp.Release(id, time.Now())
+			} else {
+				err = sp.Remove(server.AreaHold, id)
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "sluice hold %s: %s: %v\n", pos[0], id, err)
+				code = 1
+				continue
+			}
+			verb := "released for delivery"
+			if pos[0] == "delete" {
+				verb = "deleted"
+			}
+			fmt.Fprintf(stdout, "%s %s\n", id, verb)
+		}
+		return code
+	}
+	fmt.Fprintf(stderr, "sluice hold: unknown subcommand %q\n", pos[0])
+	return 2
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// cmdPasswd reads a password on stdin and prints its bcrypt hash for the
+// config file's password_hash.
+func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "usage: sluice passwd < password   (the password is read from stdin, never from arguments)")
+		return 2
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintln(stderr, "sluice passwd:", err)
+		return 1
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		fmt.Fprintln(stderr, "sluice passwd: empty password")
+		return 1
+	}
+	h, err := server.HashPassword(pw)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice passwd:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, h)
+	return 0
+}

@@ -1,0 +1,404 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the relay's configuration file. Every field has a default, so
+// an empty file (or none) is the embedded default of SPEC 5: 127.0.0.1 only,
+// relaying for loopback clients, state and delivered mail under ./sluice-state.
+type Config struct {
+	// Hostname is the name in the greeting, Received headers and bounces.
+	Hostname string `yaml:"hostname"`
+	// Listen holds the listeners. Mode is "plain" (inbound port 25 style,
+	// STARTTLS offered), "submission" (STARTTLS, AUTH required to relay) or
+	// "tls" (implicit TLS, as on port 465).
+	Listen []Listener `yaml:"listen"`
+	TLS    TLSConfig  `yaml:"tls"`
+	// AllowInsecureAuth offers AUTH without TLS, but only to loopback
+	// clients: for local development.
+	AllowInsecureAuth bool `yaml:"allow_insecure_auth"`
+
+	StateDir string `yaml:"state_dir"`
+	RulesDir string `yaml:"rules_dir"`
+
+	// RelayNetworks may relay without AUTH (Postfix's mynetworks).
+	RelayNetworks []string `yaml:"relay_networks"`
+	// LocalDomains are the domains this relay takes mail for from anyone.
+	LocalDomains []string `yaml:"local_domains"`
+
+	Limits   Limits    `yaml:"limits"`
+	Delivery Delivery  `yaml:"delivery"`
+	Accounts []Account `yaml:"accounts"`
+
+	// derived
+	relayNets []netip.Prefix
+	users     map[string]*User
+	path      string
+	checksum  []byte
+}
+
+// Listener is one listening socket.
+type Listener struct {
+	Addr string `yaml:"addr"`
+	Mode string `yaml:"mode"` // plain, submission, tls
+}
+
+// TLSConfig names a certificate; without one the relay makes a self-signed
+// certificate in its state directory, so STARTTLS works out of the box.
+type TLSConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Limits bound what one client may take of the relay.
+type Limits struct {
+	MaxMessageBytes     int64    `yaml:"max_message_bytes"`
+	MaxRecipients       int      `yaml:"max_recipients"`
+	MaxLineLength       int      `yaml:"max_line_length"`
+	CommandTimeout      Duration `yaml:"command_timeout"`
+	DataTimeout         Duration `yaml:"data_timeout"`
+	MaxConnections      int      `yaml:"max_connections"`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip"`
+	// After AuthSlowAfter failures from one IP within AuthWindow, each
+	// AUTH answer is delayed; after AuthRefuseAfter, AUTH is refused for
+	// the rest of the window.
+	AuthSlowAfter   int      `yaml:"auth_slow_after"`
+	AuthRefuseAfter int      `yaml:"auth_refuse_after"`
+	AuthWindow      Duration `yaml:"auth_window"`
+	// ShutdownGrace is how long SIGTERM lets sessions finish.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+}
+
+// Delivery says where accepted mail goes.
+type Delivery struct {
+	// Mode is "local" (write into LocalDir), "smarthost" or "mx".
+	Mode      string    `yaml:"mode"`
+	LocalDir  string    `yaml:"local_dir"`
+	Smarthost Smarthost `yaml:"smarthost"`
+	// Retry is the wait before each new attempt after a temporary failure;
+	// the last entry repeats until MaxAge. Each wait is jittered by ±10%.
+	Retry  []Duration `yaml:"retry"`
+	MaxAge Duration   `yaml:"max_age"`
+	// DelayNotice is the age at which the sender is told, once, that the
+	// message is still queued.
+	DelayNotice Duration `yaml:"delay_notice"`
+	// Workers deliver in parallel.
+	Workers int `yaml:"workers"`
+	// Port is the port of MX hosts (25; tests point it elsewhere).
+	Port int `yaml:"port"`
+	// VerifyMXTLS checks MX hosts' certificates on STARTTLS. Off by
+	// default: opportunistic TLS (RFC 7435) encrypts without verifying,
+	// as MTAs do without DANE or MTA-STS.
+	VerifyMXTLS bool `yaml:"verify_mx_tls"`
+}
+
+// Smarthost is the next hop when Delivery.Mode is smarthost.
+type Smarthost struct {
+	Addr     string `yaml:"addr"`
+	TLS      string `yaml:"tls"` // starttls (default), implicit, none
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// InsecureSkipVerify accepts any certificate (tests, private CAs).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Account groups SMTP users and the domains it has verified.
+type Account struct {
+	Name     string `yaml:"name"`
+	Disabled bool   `yaml:"disabled"`
+	// DisabledText is the refusal for a disabled account's users.
+	DisabledText string   `yaml:"disabled_text"`
+	Domains      []string `yaml:"domains"`
+	Users        []User   `yaml:"users"`
+}
+
+// User is an SMTP user. PasswordHash is a bcrypt hash (`sluice passwd`).
+// SenderDomains is the permission mode of seed 001: "assigned" (only
+// Domains), "account" (any verified domain of the account) or "any".
+type User struct {
+	Name          string   `yaml:"name"`
+	PasswordHash  string   `yaml:"password_hash"`
+	Domains       []string `yaml:"domains"`
+	SenderDomains string   `yaml:"sender_domains"`
+	Disabled      bool     `yaml:"disabled"`
+
+	account *Account
+}
+
+// Duration is a time.Duration written as "90s", "5m", "4h", "5d".
+type Duration time.Duration
+
+// UnmarshalYAML reads Go durations, plus a "d" suffix for days.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	s := strings.TrimSpace(n.Value)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var f float64
+		if _, err := fmt.Sscanf(days, "%g", &f); err != nil {
+			return fmt.Errorf("line %d: duration %q: %v", n.Line, s, err)
+		}
+		*d = Duration(f * float64(24*time.Hour))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: duration %q: want e.g. 30s, 5m, 4h, 5d", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D is the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// DefaultRetry is the documented retry table: waits after the first,
+// second... temporary failure; the last repeats until max_age (5 days).
+var DefaultRetry = []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour}
+
+// LoadConfig reads path; "" gives the embedded default.
+func LoadConfig(path string) (*Config, error) {
+	c := &Config{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+			return nil, fmt.Errorf("%s: %v", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		c.path, c.checksum = path, b
+	}
+	if err := c.finish(); err != nil {
+		if path == "" {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) finish() error {
+	if c.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		c.Hostname = h
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = []Listener{{Addr: "127.0.0.1:2525", Mode: "plain"}}
+	}
+	for i, l := range c.Listen {
+		switch l.Mode {
+		case "":
+			c.Listen[i].Mode = "plain"
+		case "plain", "submission", "tls":
+		default:
+			return fmt.Errorf("listen %s: mode %q: want plain, submission or tls", l.Addr, l.Mode)
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = "sluice-state"
+	}
+	if c.RulesDir == "" {
+		c.RulesDir = "rules.d"
+	}
+	if c.RelayNetworks == nil {
+		c.RelayNetworks = []string{"127.0.0.0/8", "::1/128"}
+	}
+	for _, n := range c.RelayNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			a, aerr := netip.ParseAddr(n)
+			if aerr != nil {
+				return fmt.Errorf("relay_networks: %q is not an address or CIDR", n)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.relayNets = append(c.relayNets, p.Masked())
+	}
+	for i, d := range c.LocalDomains {
+		c.LocalDomains[i] = strings.ToLower(strings.TrimSuffix(d, "."))
+	}
+	l := &c.Limits
+	setDefault(&l.MaxMessageBytes, 25<<20)
+	setDefault(&l.MaxRecipients, 100)
+	setDefault(&l.MaxLineLength, 2000)
+	setDefault(&l.CommandTimeout, Duration(5*time.Minute))
+	setDefault(&l.DataTimeout, Duration(10*time.Minute))
+	setDefault(&l.MaxConnections, 1000)
+	setDefault(&l.MaxConnectionsPerIP, 50)
+	setDefault(&l.AuthSlowAfter, 3)
+	setDefault(&l.AuthRefuseAfter, 10)
+	setDefault(&l.AuthWindow, Duration(15*time.Minute))
+	setDefault(&l.ShutdownGrace, Duration(30*time.Second))
+	d := &c.Delivery
+	if d.Mode == "" {
+		d.Mode = "local"
+	}
+	switch d.Mode {
+	case "local":
+		if d.LocalDir == "" {
+			d.LocalDir = filepath.Join(c.StateDir, "mail")
+		}
+	case "smarthost":
+		if d.Smarthost.Addr == "" {
+			return errors.New("delivery: mode smarthost needs smarthost.addr")
+		}
+		switch d.Smarthost.TLS {
+		case "":
+			d.Smarthost.TLS = "starttls"
+		case "starttls", "implicit", "none":
+		default:
+			return fmt.Errorf("delivery.smarthost.tls %q: want starttls, implicit or none", d.Smarthost.TLS)
+		}
+	case "mx":
+	default:
+		return fmt.Errorf("delivery: mode %q: want local, smarthost or mx", d.Mode)
+	}
+	if len(d.Retry) == 0 {
+		for _, r := range DefaultRetry {
+			d.Retry = append(d.Retry, Duration(r))
+		}
+	}
+	setDefault(&d.MaxAge, Duration(5*24*time.Hour))
+	setDefault(&d.DelayNotice, Duration(4*time.Hour))
+	setDefault(&d.Workers, 8)
+	setDefault(&d.Port, 25)
+
+	c.users = map[string]*User{}
+	for ai := range c.Accounts {
+		a := &c.Accounts[ai]
+		if a.Name == "" {
+			return fmt.Errorf("accounts[%d]: an account needs a name", ai)
+		}
+		for i, dom := range a.Domains {
+			a.Domains[i] = strings.ToLower(dom)
+		}
+		for ui := range a.Users {
+			u := &a.Users[ui]
+			u.account = a
+			if u.Name == "" {
+				return fmt.Errorf("account %s: users[%d] needs a name", a.Name, ui)
+			}
+			if _, dup := c.users[u.Name]; dup {
+				return fmt.Errorf("account %s: user %s is defined twice", a.Name, u.Name)
+			}
+			if !strings.HasPrefix(u.PasswordHash, "$2") {
+				return fmt.Errorf("account %s: user %s: password_hash must be a bcrypt hash (make one with `sluice passwd`); plain passwords are not accepted", a.Name, u.Name)
+			}
+			switch u.SenderDomains {
+			case "":
+				u.SenderDomains = "account"
+			case "assigned", "account", "any":
+			default:
+				return fmt.Errorf("account %s: user %s: sender_domains %q: want assigned, account or any", a.Name, u.Name, u.SenderDomains)
+			}
+			for i, dom := range u.Domains {
+				u.Domains[i] = strings.ToLower(dom)
+				if !slices.Contains(a.Domains, u.Domains[i]) {
+					return fmt.Errorf("account %s: user %s: domain %s is not a verified domain of the account", a.Name, u.Name, dom)
+				}
+			}
+			c.users[u.Name] = u
+		}
+	}
+	return nil
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// mayRelayFrom reports whether addr is in relay_networks.
+func (c *Config) mayRelayFrom(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range c.relayNets {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) isLocalDomain(d string) bool {
+	return slices.Contains(c.LocalDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
+}
+
+// dummyHash is compared against when the user does not exist, so that a
+// wrong name takes as long as a wrong password.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
+
+// authenticate checks a user's password against its bcrypt hash.
+func (c *Config) authenticate(name, password string) (*User, bool) {
+	u := c.users[name]
+	hash := dummyHash
+	if u != nil {
+		hash = []byte(u.PasswordHash)
+	}
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
+	if u == nil || !ok {
+		return nil, false
+	}
+	return u, true
+}
+
+// disabled reports whether u may not send, and the text to refuse with.
+func (u *User) disabled() (bool, string) {
+	if u.Disabled || u.account.Disabled {
+		t := u.account.DisabledText
+		if t == "" {
+			t = "This account cannot currently send emails."
+		}
+		return true, t
+	}
+	return false, ""
+}
+
+// mayUseDomain is domain_allowed: whether u may send with a From header in
+// domain d under its permission mode. Subdomains of an allowed domain are
+// allowed.
+func (u *User) mayUseDomain(d string) bool {
+	d = strings.ToLower(strings.TrimSuffix(d, "."))
+	if d == "" {
+		return false
+	}
+	var allowed []string
+	switch u.SenderDomains {
+	case "any":
+		return true
+	case "assigned":
+		allowed = u.Domains
+	default:
+		allowed = u.account.Domains
+	}
+	for _, a := range allowed {
+		if d == a || strings.HasSuffix(d, "."+a) {
+			return true
+		}
+	}
+	return false
+}
+
+// HashPassword makes the bcrypt hash for a config file.
+func HashPassword(pw string) (string, error) {
+	b, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	return string(b), err
+}

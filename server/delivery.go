@@ -1,0 +1,571 @@
+package server
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluicemail/sluice/builtins"
+)
+
+// deliverer takes messages from the queue area to their next hop: a local
+// directory, a smarthost, or each recipient domain's MX. Each recipient
+// has its own status; temporary failures are retried on the table of
+// Delivery.Retry with ±10% jitter until Delivery.MaxAge; the sender gets a
+// delay notice once and a final RFC 3464 bounce (never the null sender).
+type deliverer struct {
+	s      *Server
+	mu     sync.Mutex
+	due    dueHeap
+	queued map[string]bool
+	busy   map[string]bool
+	wake   chan struct{}
+	stopCh chan struct{}
+	wg     sync.WaitGroup
+}
+
+func newDeliverer(s *Server) *deliverer {
+	return &deliverer{s: s, queued: map[string]bool{}, busy: map[string]bool{}, wake: make(chan struct{}, 1), stopCh: make(chan struct{})}
+}
+
+// start queues every spooled message (a restart resumes delivery) and
+// starts the workers.
+func (d *deliverer) start(ctx context.Context) {
+	ids, err := d.s.spool.List(AreaQueue)
+	if err != nil {
+		d.s.log.Error("reading the queue", "err", err)
+	}
+	for _, id := range ids {
+		at := d.s.opts.Now()
+		if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
+			at = env.NextAttempt
+		}
+		d.enqueue(id, at)
+	}
+	if len(ids) > 0 {
+		d.s.log.Info("queue resumed", "messages", len(ids))
+	}
+	for range d.s.cfg.Load().Delivery.Workers {
+		d.wg.Add(1)
+		go d.worker(ctx)
+	}
+	d.wg.Add(1)
+	go d.rescan(ctx)
+}
+
+// rescan picks up messages put in the queue by another process, such as
+// `sluice hold release`.
+func (d *deliverer) rescan(ctx context.Context) {
+	defer d.wg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.stopCh:
+			return
+		case <-t.C:
+		}
+		ids, err := d.s.spool.List(AreaQueue)
+		if err != nil {
+			continue
+		}
+		for _, id := range ids {
+			d.mu.Lock()
+			known := d.queued[id] || d.busy[id]
+			d.mu.Unlock()
+			if known {
+				continue
+			}
+			if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
+				d.enqueue(id, env.NextAttempt)
+			}
+		}
+	}
+}
+
+func (d *deliverer) stop() {
+	select {
+	case <-d.stopCh:
+	default:
+		close(d.stopCh)
+	}
+	d.wg.Wait()
+}
+
+func (d *deliverer) enqueue(id string, at time.Time) {
+	d.mu.Lock()
+	if !d.queued[id] {
+		d.queued[id] = true
+		heap.Push(&d.due, dueItem{at: at, id: id})
+	}
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next waits for the next due message.
+func (d *deliverer) next(ctx context.Context) (string, bool) {
+	for {
+		d.mu.Lock()
+		var wait time.Duration = time.Hour
+		if len(d.due) > 0 {
+			top := d.due[0]
+			wait = top.at.Sub(d.s.opts.Now())
+			if wait <= 0 {
+				heap.Pop(&d.due)
+				delete(d.queued, top.id)
+				d.busy[top.id] = true
+				d.mu.Unlock()
+				return top.id, true
+			}
+		}
+		d.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", false
+		case <-d.stopCh:
+			t.Stop()
+			return "", false
+		case <-d.wake:
+			t.Stop()
+			// pass the wake-up on: another worker may have work too
+			select {
+			case d.wake <- struct{}{}:
+			default:
+			}
+			time.Sleep(time.Millisecond)
+		case <-t.C:
+		}
+	}
+}
+
+func (d *deliverer) worker(ctx context.Context) {
+	defer d.wg.Done()
+	for {
+		id, ok := d.next(ctx)
+		if !ok {
+			return
+		}
+		d.attempt(id)
+		d.mu.Lock()
+		delete(d.busy, id)
+		d.mu.Unlock()
+	}
+}
+
+// result is the outcome of one recipient in one attempt.
+type result struct {
+	code     int
+	enhanced string
+	detail   string
+	remote   string
+	perm     bool // a permanent failure
+	ok       bool
+}
+
+func (d *deliverer) attempt(id string) {
+	s := d.s
+	env, err := s.spool.Envelope(AreaQueue, id)
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			s.log.Error("delivery: reading envelope", "id", id, "err", err)
+		}
+		return
+	}
+	msg, err := s.spool.Message(AreaQueue, id)
+	if err != nil {
+		s.log.Error("delivery: reading message", "id", id, "err", err)
+		return
+	}
+	cfg := s.cfg.Load()
+	var pending []string
+	for _, r := range env.Rcpts {
+		if r.Status == StatusPending {
+			pending = append(pending, r.Addr)
+		}
+	}
+	results := d.deliver(cfg, env, msg, pending)
+	now := s.opts.Now().UTC()
+	env.Attempts++
+	for i := range env.Rcpts {
+		r := &env.Rcpts[i]
+		res, ok := results[r.Addr]
+		if !ok || r.Status != StatusPending {
+			continue
+		}
+		r.Code, r.Enhanced, r.Detail, r.Remote, r.At = res.code, res.enhanced, res.detail, res.remote, now
+		switch {
+		case res.ok:
+			r.Status = StatusDelivered
+		case res.perm:
+			r.Status = StatusFailed
+		}
+		s.log.Info("delivery", "id", id, "rcpt", r.Addr, "status", r.Status, "code", res.code, "enhanced", res.enhanced, "remote", res.remote, "detail", res.detail, "attempt", env.Attempts)
+	}
+	still := 0
+	for _, r := range env.Rcpts {
+		if r.Status == StatusPending {
+			still++
+		}
+	}
+	if still > 0 && now.Sub(env.Received) >= cfg.Delivery.MaxAge.D() {
+		for i := range env.Rcpts {
+			r := &env.Rcpts[i]
+			if r.Status == StatusPending {
+				r.Status, r.Code, r.Enhanced = StatusFailed, 451, "4.4.7"
+				r.Detail = fmt.Sprintf("delivery expired after %s: last error: %s", cfg.Delivery.MaxAge.D(), r.Detail)
+			}
+		}
+		still = 0
+	}
+	if still == 0 {
+		d.finish(env, msg)
+		return
+	}
+	if !env.DelayNotified && env.From != "" && !env.Bounce && now.Sub(env.Received) >= cfg.Delivery.DelayNotice.D() {
+		if err := s.sendDSN(env, msg, "delayed"); err != nil {
+			s.log.Error("delay notice", "id", id, "err", err)
+		} else {
+			env.DelayNotified = true
+		}
+	}
+	env.NextAttempt = now.Add(retryWait(cfg.Delivery.Retry, env.Attempts))
+	if err := s.spool.Update(AreaQueue, env); err != nil {
+		s.log.Error("delivery: updating envelope", "id", id, "err", err)
+	}
+	d.enqueue(id, env.NextAttempt)
+}
+
+// retryWait is the wait after the n-th attempt (n >= 1), jittered ±10%.
+func retryWait(table []Duration, n int) time.Duration {
+	w := table[min(n-1, len(table)-1)].D()
+	j := time.Duration(float64(w) * (rand.Float64()*0.2 - 0.1))
+	return w + j
+}
+
+// finish bounces failed recipients and removes the message.
+func (d *deliverer) finish(env *Envelope, msg []byte) {
+	s := d.s
+	failed := false
+	for _, r := range env.Rcpts {
+		if r.Status == StatusFailed {
+			failed = true
+		}
+	}
+	if failed {
+		switch {
+		case env.From == "" || env.Bounce:
+			s.log.Warn("undeliverable message from the null sender: dropped, never bounced", "id", env.ID)
+		default:
+			if err := s.sendDSN(env, msg, "failed"); err != nil {
+				// Keep the message: without its bounce the sender would
+				// never learn of the failure.
+				s.log.Error("bounce", "id", env.ID, "err", err)
+				env.NextAttempt = s.opts.Now().Add(time.Minute)
+				s.spool.Update(AreaQueue, env)
+				d.enqueue(env.ID, env.NextAttempt)
+				return
+			}
+		}
+	}
+	if err := s.spool.Remove(AreaQueue, env.ID); err != nil {
+		s.log.Error("delivery: removing", "id", env.ID, "err", err)
+	}
+}
+
+func (d *deliverer) deliver(cfg *Config, env *Envelope, msg []byte, rcpts []string) map[string]result {
+	out := map[string]result{}
+	if len(rcpts) == 0 {
+		return out
+	}
+	switch cfg.Delivery.Mode {
+	case "local":
+		for _, r := range rcpts {
+			out[r] = deliverLocal(cfg.Delivery.LocalDir, env, msg, r, !d.s.spool.NoSync)
+		}
+	case "smarthost":
+		sh := cfg.Delivery.Smarthost
+		res := d.sendSMTP(cfg, sh.Addr, sh.TLS, sh.InsecureSkipVerify, sh.Username, sh.Password, env.From, rcpts, msg)
+		for k, v := range res {
+			out[k] = v
+		}
+	case "mx":
+		byDomain := map[string][]string{}
+		var domains []string
+		for _, r := range rcpts {
+			dom := builtins.Domain(r)
+			if byDomain[dom] == nil {
+				domains = append(domains, dom)
+			}
+			byDomain[dom] = append(byDomain[dom], r)
+		}
+		for _, dom := range domains {
+			for k, v := range d.deliverMX(cfg, dom, env.From, byDomain[dom], msg) {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// deliverLocal writes the message for rcpt into dir/RCPT/ID.eml: the
+// built-in target of the embedded default. Writing the same id again
+// replaces the file, so a retried delivery never duplicates.
+func deliverLocal(dir string, env *Envelope, msg []byte, rcpt string, sync bool) result {
+	folder := strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r < 0x20 || r == 0 {
+			return '_'
+		}
+		return r
+	}, strings.ToLower(rcpt))
+	if folder == "" || folder == "." || folder == ".." {
+		folder = "_"
+	}
+	path := filepath.Join(dir, folder, env.ID+".eml")
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return result{code: 451, enhanced: "4.3.0", detail: err.Error(), remote: "local"}
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", env.From, rcpt)
+	b.Write(msg)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err == nil {
+		_, err = f.Write(b.Bytes())
+		if err == nil && sync {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return result{code: 451, enhanced: "4.3.0", detail: err.Error(), remote: "local"}
+	}
+	return result{ok: true, code: 250, enhanced: "2.0.0", detail: "delivered to " + path, remote: "local"}
+}
+
+// deliverMX sends to the domain's MX hosts in order of preference, or to
+// the domain itself when it has no MX (RFC 5321 5.1).
+func (d *deliverer) deliverMX(cfg *Config, domain, from string, rcpts []string, msg []byte) map[string]result {
+	all := func(r result) map[string]result {
+		out := map[string]result{}
+		for _, rc := range rcpts {
+			out[rc] = r
+		}
+		return out
+	}
+	res := d.s.opts.MXResolver
+	if res == nil {
+		res = net.DefaultResolver
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mxs, err := res.LookupMX(ctx, domain)
+	var hosts []string
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil:
+		sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
+		for _, mx := range mxs {
+			hosts = append(hosts, strings.TrimSuffix(mx.Host, "."))
+		}
+		if len(hosts) == 1 && hosts[0] == "" { // null MX, RFC 7505
+			return all(result{perm: true, code: 556, enhanced: "5.1.10", detail: domain + " accepts no mail (null MX)"})
+		}
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		hosts = []string{domain} // no MX: the address records of the domain
+	default:
+		return all(result{code: 451, enhanced: "4.4.3", detail: "MX lookup for " + domain + ": " + err.Error()})
+	}
+	last := result{code: 451, enhanced: "4.4.1", detail: "no MX host reachable for " + domain}
+	for _, h := range hosts {
+		addrs, err := res.LookupHost(ctx, h)
+		if err != nil {
+			if errors.As(err, &dnsErr) && dnsErr.IsNotFound && len(hosts) == 1 && h == domain {
+				return all(result{perm: true, code: 550, enhanced: "5.1.2", detail: domain + " has no MX and no address"})
+			}
+			last.detail = "lookup " + h + ": " + err.Error()
+			continue
+		}
+		for _, a := range addrs {
+			out := d.sendSMTP(cfg, net.JoinHostPort(a, strconv.Itoa(cfg.Delivery.Port)), "opportunistic", !cfg.Delivery.VerifyMXTLS, "", "", from, rcpts, msg)
+			if !connectionFailed(out) {
+				return out
+			}
+			for _, v := range out {
+				last = v
+			}
+		}
+	}
+	return all(last)
+}
+
+func connectionFailed(out map[string]result) bool {
+	for _, r := range out {
+		if r.code != 0 && r.code != 421 {
+			return false
+		}
+	}
+	return true
+}
+
+// sendSMTP runs one SMTP transaction for rcpts and returns each one's
+// result. tlsMode is starttls (required), implicit, none or opportunistic.
+func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, user, pass, from string, rcpts []string, msg []byte) map[string]result {
+	out := map[string]result{}
+	fail := func(r result) map[string]result {
+		r.remote = addr
+		for _, rc := range rcpts {
+			if _, done := out[rc]; !done {
+				out[rc] = r
+			}
+		}
+		return out
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	tc := &tls.Config{ServerName: host, InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12}
+	dial := func() (net.Conn, error) {
+		return (&net.Dialer{Timeout: 30 * time.Second}).Dial("tcp", addr)
+	}
+	var c *smtp.Client
+	conn, err := dial()
+	if err != nil {
+		return fail(result{detail: "connect: " + err.Error()})
+	}
+	switch tlsMode {
+	case "implicit":
+		c = smtp.NewClient(tls.Client(conn, tc))
+	case "starttls":
+		c, err = smtp.NewClientStartTLS(conn, tc)
+		if err != nil {
+			conn.Close()
+			return fail(smtpResult(err, "STARTTLS"))
+		}
+	case "opportunistic":
+		c, err = smtp.NewClientStartTLS(conn, tc)
+		if err != nil {
+			conn.Close()
+			var se *smtp.SMTPError
+			if errors.As(err, &se) && se.Code/100 == 5 {
+				return fail(smtpResult(err, "greeting"))
+			}
+			// No STARTTLS or a failed handshake: cleartext, as
+			// opportunistic TLS allows (RFC 7435).
+			if conn, err = dial(); err != nil {
+				return fail(result{detail: "connect: " + err.Error()})
+			}
+			c = smtp.NewClient(conn)
+		}
+	default:
+		c = smtp.NewClient(conn)
+	}
+	defer c.Close()
+	c.CommandTimeout = 2 * time.Minute
+	c.SubmissionTimeout = 10 * time.Minute
+	if err := c.Hello(cfg.Hostname); err != nil {
+		return fail(smtpResult(err, "EHLO"))
+	}
+	if user != "" {
+		if err := c.Auth(sasl.NewPlainClient("", user, pass)); err != nil {
+			r := smtpResult(err, "AUTH")
+			r.perm = false // a credentials problem is the operator's to fix: keep the mail
+			return fail(r)
+		}
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return fail(smtpResult(err, "MAIL FROM"))
+	}
+	var accepted []string
+	for _, rc := range rcpts {
+		if err := c.Rcpt(rc, nil); err != nil {
+			r := smtpResult(err, "RCPT TO")
+			r.remote = addr
+			out[rc] = r
+			continue
+		}
+		accepted = append(accepted, rc)
+	}
+	if len(accepted) == 0 {
+		c.Quit()
+		return out
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fail(smtpResult(err, "DATA"))
+	}
+	if _, err := w.Write(msg); err != nil {
+		return fail(smtpResult(err, "DATA"))
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return fail(smtpResult(err, "end of DATA"))
+	}
+	for _, rc := range accepted {
+		out[rc] = result{ok: true, code: 250, enhanced: "2.0.0", detail: resp.StatusText, remote: addr}
+	}
+	c.Quit()
+	return out
+}
+
+// smtpResult turns a client error into a result: an SMTP reply keeps its
+// code (5xx permanent), anything else is a temporary network failure.
+func smtpResult(err error, stage string) result {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		enh := ""
+		if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != (smtp.EnhancedCode{}) {
+			enh = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+		}
+		return result{code: se.Code, enhanced: enh, detail: stage + ": " + se.Message, perm: se.Code >= 500}
+	}
+	return result{detail: stage + ": " + err.Error()}
+}
+
+type dueItem struct {
+	at time.Time
+	id string
+}
+
+type dueHeap []dueItem
+
+func (h dueHeap) Len() int { return len(h) }
+func (h dueHeap) Less(i, j int) bool {
+	if h[i].at.Equal(h[j].at) {
+		return h[i].id < h[j].id
+	}
+	return h[i].at.Before(h[j].at)
+}
+func (h dueHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)   { *h = append(*h, x.(dueItem)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

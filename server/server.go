@@ -1,0 +1,446 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/engine"
+)
+
+// Options are what a caller (the CLI, a test) gives a Server besides its
+// config file.
+type Options struct {
+	Log *slog.Logger
+	// Resolver looks up PTR names for rdns (default: the system's).
+	Resolver builtins.Resolver
+	// MXResolver finds MX and address records for direct delivery
+	// (default: net.DefaultResolver). Tests point it at a DNS server on
+	// 127.0.0.1.
+	MXResolver *net.Resolver
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// NoSync turns off fsync in the spool: benchmarks only.
+	NoSync bool
+}
+
+// Server is the relay: listeners, sessions, the spool and delivery.
+type Server struct {
+	cfg      atomic.Pointer[Config]
+	cfgPath  string
+	reg      *builtins.Registry
+	rules    *engine.Reloader
+	spool    *Spool
+	log      *slog.Logger
+	opts     Options
+	tls      atomic.Pointer[tls.Config]
+	counter  *sendCounter
+	ids      *engine.IDSource
+	throttle atomic.Pointer[authThrottle]
+	delivery *deliverer
+
+	mu       sync.Mutex
+	conns    int
+	perIP    map[netip.Addr]int
+	gates    []*gate
+	smtps    []*smtp.Server
+	sessions sync.WaitGroup
+	closing  atomic.Bool
+}
+
+// New builds a relay from cfg: it loads the rules (which must load), opens
+// the spool and recovers it after a crash. Start opens the listeners.
+func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{cfgPath: cfgPath, log: opts.Log, opts: opts, counter: newSendCounter(), perIP: map[netip.Addr]int{}, ids: engine.NewIDSource()}
+	s.cfg.Store(cfg)
+	s.throttle.Store(newAuthThrottle(cfg.Limits))
+	s.reg = builtins.NewRegistry()
+	s.plugFacts()
+	rules, err := engine.NewReloader(cfg.RulesDir, s.reg, engine.Options{IDs: s.ids}, s.log, func(rs *engine.RuleSet) {
+		s.log.Info("rules reloaded", "dir", cfg.RulesDir, "rules", len(rs.Rules()), "checksum", rs.Checksum())
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.rules = rules
+	spool, err := OpenSpool(filepath.Join(cfg.StateDir, "spool"))
+	if err != nil {
+		return nil, err
+	}
+	spool.NoSync = opts.NoSync
+	did, err := spool.Recover()
+	for _, d := range did {
+		s.log.Warn("spool recovery", "did", d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.spool = spool
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.tls.Store(tc)
+	s.delivery = newDeliverer(s)
+	return s, nil
+}
+
+// plugFacts gives the facts the relay knows their computation.
+func (s *Server) plugFacts() {
+	key := func(in *builtins.Input) string {
+		if in.SMTPUser != "" {
+			return "user:" + in.SMTPUser
+		}
+		return "ip:" + in.ClientIP
+	}
+	must := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
+	must(s.reg.SetCompute("hourly_sent", func(m *builtins.Message) (any, error) {
+		return s.counter.count(key(m.Input()), time.Hour, s.opts.Now()), nil
+	}))
+	must(s.reg.SetCompute("daily_sent", func(m *builtins.Message) (any, error) {
+		return s.counter.count(key(m.Input()), 24*time.Hour, s.opts.Now()), nil
+	}))
+	must(s.reg.SetCompute("domain_allowed", func(m *builtins.Message) (any, error) {
+		in := m.Input()
+		if !in.Authenticated {
+			return true, nil // the check is about what an SMTP user may send
+		}
+		u := s.cfg.Load().users[in.SMTPUser]
+		if u == nil {
+			return false, nil
+		}
+		d, err := m.ValueOf("from_domain")
+		if err != nil {
+			return nil, err
+		}
+		return u.mayUseDomain(d.(string)), nil
+	}))
+}
+
+// Config is the live configuration.
+func (s *Server) Config() *Config { return s.cfg.Load() }
+
+// Rules is the rules reloader.
+func (s *Server) Rules() *engine.Reloader { return s.rules }
+
+// Spool is the message spool.
+func (s *Server) Spool() *Spool { return s.spool }
+
+// Listening describes an open listener.
+type Listening struct {
+	Addr net.Addr
+	Mode string
+}
+
+// Start opens every listener and starts delivery; it returns once the
+// sockets are open.
+func (s *Server) Start(ctx context.Context) ([]Listening, error) {
+	cfg := s.cfg.Load()
+	var out []Listening
+	for _, l := range cfg.Listen {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("listen %s: %w", l.Addr, err)
+		}
+		g := newGate(s, ln, l.Mode)
+		srv := s.newSMTP(l.Mode)
+		s.mu.Lock()
+		s.gates = append(s.gates, g)
+		s.smtps = append(s.smtps, srv)
+		s.mu.Unlock()
+		var serveOn net.Listener = g
+		if l.Mode == "tls" {
+			serveOn = tls.NewListener(g, s.tlsConfig())
+		}
+		go g.run()
+		go func() {
+			if err := srv.Serve(serveOn); err != nil && !s.closing.Load() {
+				s.log.Error("listener stopped", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+		out = append(out, Listening{Addr: ln.Addr(), Mode: l.Mode})
+	}
+	s.delivery.start(ctx)
+	return out, nil
+}
+
+func (s *Server) newSMTP(mode string) *smtp.Server {
+	cfg := s.cfg.Load()
+	srv := smtp.NewServer(&backend{s: s, mode: mode})
+	srv.Domain = cfg.Hostname
+	srv.MaxMessageBytes = cfg.Limits.MaxMessageBytes
+	srv.MaxRecipients = cfg.Limits.MaxRecipients
+	srv.MaxLineLength = cfg.Limits.MaxLineLength
+	srv.ReadTimeout = cfg.Limits.CommandTimeout.D()
+	srv.WriteTimeout = cfg.Limits.CommandTimeout.D()
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = slogPrinter{s.log}
+	// AUTH without TLS is decided per session (AuthMechanisms): only for
+	// loopback clients, and only when the config allows it.
+	srv.AllowInsecureAuth = cfg.AllowInsecureAuth
+	if mode != "tls" {
+		srv.TLSConfig = s.tlsConfig()
+	}
+	return srv
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c := s.tls.Load()
+			return &c.Certificates[0], nil
+		},
+	}
+}
+
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) { p.log.Warn(fmt.Sprintf(format, v...)) }
+func (p slogPrinter) Println(v ...any)               { p.log.Warn(fmt.Sprint(v...)) }
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.gates {
+		g.Close()
+	}
+}
+
+// Shutdown stops accepting connections, lets sessions finish until ctx is
+// done, then closes what is left and stops delivery. Everything that got a
+// 250 is in the spool; an interrupted DATA never got one.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.closeListeners()
+	done := make(chan struct{})
+	go func() { s.sessions.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.New("sessions still open at the deadline were closed")
+	}
+	s.mu.Lock()
+	smtps := s.smtps
+	s.mu.Unlock()
+	for _, srv := range smtps {
+		srv.Close()
+	}
+	s.delivery.stop()
+	return err
+}
+
+// ReloadConfig reads the config file again and swaps it in if it is valid.
+// Listeners are not reopened: addresses need a restart.
+func (s *Server) ReloadConfig() error {
+	if s.cfgPath == "" {
+		return nil
+	}
+	cfg, err := LoadConfig(s.cfgPath)
+	if err != nil {
+		s.log.Error("config reload rejected; the live config stays", "err", err.Error())
+		return err
+	}
+	old := s.cfg.Load()
+	if string(old.checksum) == string(cfg.checksum) {
+		return nil
+	}
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		s.log.Error("config reload rejected; the live config stays", "err", err.Error())
+		return err
+	}
+	s.tls.Store(tc)
+	s.cfg.Store(cfg)
+	s.throttle.Store(newAuthThrottle(cfg.Limits))
+	s.log.Info("config reloaded", "path", s.cfgPath, "users", len(cfg.users))
+	return nil
+}
+
+// WatchConfig polls the config file and reloads it when it changes.
+func (s *Server) WatchConfig(ctx context.Context, every time.Duration) {
+	if s.cfgPath == "" {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b, err := os.ReadFile(s.cfgPath)
+			if err == nil && string(b) != string(s.cfg.Load().checksum) {
+				s.ReloadConfig()
+			}
+		}
+	}
+}
+
+// admit counts a new connection against the limits; it returns a refusal
+// text when one is over.
+func (s *Server) admit(ip netip.Addr) string {
+	cfg := s.cfg.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns >= cfg.Limits.MaxConnections {
+		return "Too many connections, try again later"
+	}
+	if s.perIP[ip] >= cfg.Limits.MaxConnectionsPerIP {
+		return "Too many connections from your address, try again later"
+	}
+	s.conns++
+	s.perIP[ip]++
+	return ""
+}
+
+func (s *Server) release(ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns--
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+}
+
+// gate accepts connections for one listener, applies the connection limits
+// and the connect-phase rules in the connection's own goroutine, and hands
+// the admitted ones to go-smtp.
+type gate struct {
+	s     *Server
+	ln    net.Listener
+	mode  string
+	ch    chan net.Conn
+	done  chan struct{}
+	close sync.Once
+}
+
+func newGate(s *Server, ln net.Listener, mode string) *gate {
+	return &gate{s: s, ln: ln, mode: mode, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (g *gate) run() {
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			select {
+			case <-g.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			g.s.log.Error("accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		go g.admit(c)
+	}
+}
+
+func (g *gate) admit(c net.Conn) {
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	ip := ap.Addr().Unmap()
+	if why := g.s.admit(ip); why != "" {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "421 4.7.0 %s\r\n", why)
+		c.Close()
+		return
+	}
+	tc := &trackedConn{Conn: c, s: g.s, ip: ip}
+	g.s.sessions.Add(1)
+	tc.info = g.s.newConnInfo(ip, g.mode)
+	if r := tc.info.connect(); r != nil && g.mode != "tls" {
+		// Refused before the greeting, as Postfix's smtpd_client_restrictions.
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "%d %s %s\r\n", r.Code, r.Enhanced, replyText(r.Text, r.ID))
+		tc.Close()
+		return
+	}
+	select {
+	case g.ch <- tc:
+	case <-g.done:
+		tc.Close()
+	}
+}
+
+func (g *gate) Accept() (net.Conn, error) {
+	select {
+	case c := <-g.ch:
+		return c, nil
+	case <-g.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (g *gate) Close() error {
+	g.close.Do(func() {
+		close(g.done)
+		g.ln.Close()
+	})
+	return nil
+}
+
+func (g *gate) Addr() net.Addr { return g.ln.Addr() }
+
+// trackedConn is an admitted connection; closing it releases its slot.
+type trackedConn struct {
+	net.Conn
+	s    *Server
+	ip   netip.Addr
+	info *connInfo
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.info.close()
+		c.s.release(c.ip)
+		c.s.sessions.Done()
+	})
+	return err
+}
+
+// connOf finds the trackedConn under a go-smtp connection (under TLS too).
+func connOf(c net.Conn) *trackedConn {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
+	tc, _ := c.(*trackedConn)
+	return tc
+}
+
+func replyText(text, id string) string {
+	if id == "" {
+		return text
+	}
+	return text + " [" + id + "]"
+}

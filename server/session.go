@@ -1,0 +1,406 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/engine"
+)
+
+// connInfo is one connection's evaluation state: the engine input and the
+// transaction, which lives from connect to the end of the connection and is
+// begun again on a newer rule set between messages.
+type connInfo struct {
+	s       *Server
+	ip      netip.Addr
+	mode    string
+	in      *builtins.Input
+	txn     *engine.Txn
+	refused *engine.Reply // connect or helo phase refusal
+}
+
+func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
+	ci := &connInfo{s: s, ip: ip, mode: mode}
+	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver}
+	if ci.in.Resolver == nil {
+		ci.in.Resolver = defaultResolver{}
+	}
+	return ci
+}
+
+// connect begins the transaction and runs the connect phase.
+func (ci *connInfo) connect() *engine.Reply {
+	ci.txn = ci.s.rules.Current().Begin(context.Background(), ci.in)
+	ci.refused = ci.txn.Connect()
+	if ci.refused != nil {
+		ci.s.logRefusal(ci, "connect", ci.refused)
+	}
+	return ci.refused
+}
+
+func (ci *connInfo) close() {
+	if ci.txn != nil {
+		ci.txn.Close()
+		ci.txn = nil
+	}
+}
+
+// renew begins the transaction again on the live rule set, if it changed,
+// replaying the connect and helo phases.
+func (ci *connInfo) renew() *engine.Reply {
+	if ci.txn != nil && ci.txn.RuleSet() == ci.s.rules.Current() {
+		return ci.refused
+	}
+	ci.close()
+	if r := ci.connect(); r != nil {
+		return r
+	}
+	if ci.in.Helo != "" {
+		ci.refused = ci.txn.Helo(ci.in.Helo)
+	}
+	return ci.refused
+}
+
+type backend struct {
+	s    *Server
+	mode string
+}
+
+// NewSession is called at the first HELO/EHLO.
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	tc := connOf(c.Conn())
+	if tc == nil {
+		return nil, errors.New("internal error: unknown connection")
+	}
+	ci := tc.info
+	if ci.refused != nil {
+		return nil, smtpError(ci.refused)
+	}
+	sess := &session{s: b.s, c: c, ci: ci, mode: b.mode}
+	if r := sess.helo(); r != nil {
+		return nil, smtpError(r)
+	}
+	return sess, nil
+}
+
+type session struct {
+	s     *Server
+	c     *smtp.Conn
+	ci    *connInfo
+	mode  string
+	user  *User
+	from  string
+	rcpts []string
+	inTxn bool // MAIL was accepted
+}
+
+// helo runs the helo phase for the client's current HELO name.
+func (ss *session) helo() *engine.Reply {
+	name := ss.c.Hostname()
+	if ss.ci.in.Helo == name && ss.ci.txn != nil {
+		return ss.ci.refused
+	}
+	ss.ci.refused = ss.ci.txn.Helo(name)
+	if ss.ci.refused != nil {
+		ss.s.logRefusal(ss.ci, "helo", ss.ci.refused)
+	}
+	return ss.ci.refused
+}
+
+func smtpError(r *engine.Reply) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enhanced(r.Enhanced), Message: replyText(r.Text, r.ID)}
+}
+
+func enhanced(s string) smtp.EnhancedCode {
+	var e smtp.EnhancedCode
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return smtp.NoEnhancedCode
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return smtp.NoEnhancedCode
+		}
+		e[i] = n
+	}
+	return e
+}
+
+func (ss *session) tlsOn() bool {
+	_, ok := ss.c.TLSConnectionState()
+	return ok
+}
+
+// AuthMechanisms offers PLAIN and LOGIN under TLS, or without TLS to a
+// loopback client when allow_insecure_auth is set; never when no user is
+// configured.
+func (ss *session) AuthMechanisms() []string {
+	cfg := ss.s.cfg.Load()
+	if len(cfg.users) == 0 {
+		return nil
+	}
+	if ss.tlsOn() || (cfg.AllowInsecureAuth && ss.ci.ip.IsLoopback()) {
+		return []string{sasl.Plain, sasl.Login}
+	}
+	return nil
+}
+
+var errAuthThrottled = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications from your address; try again later"}
+
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	if len(ss.AuthMechanisms()) == 0 {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	th := ss.s.throttle.Load()
+	if _, refused := th.state(ss.ci.ip); refused {
+		return nil, errAuthThrottled
+	}
+	check := func(username, password string) error {
+		if delay, _ := th.state(ss.ci.ip); delay > 0 {
+			time.Sleep(delay)
+		}
+		u, ok := ss.s.cfg.Load().authenticate(username, password)
+		if !ok {
+			th.failed(ss.ci.ip)
+			ss.s.log.Warn("auth failed", "client_ip", ss.ci.ip.String(), "user", username)
+			return smtp.ErrAuthFailed
+		}
+		th.succeeded(ss.ci.ip)
+		ss.user = u
+		ss.ci.in.SMTPUser, ss.ci.in.Authenticated = u.Name, true
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return smtp.ErrAuthFailed
+			}
+			return check(username, password)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(check), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if r := ss.ci.renew(); r != nil {
+		return smtpError(r)
+	}
+	if r := ss.helo(); r != nil { // a later EHLO may have changed the name
+		return smtpError(r)
+	}
+	cfg := ss.s.cfg.Load()
+	id := ss.ci.txn.ID()
+	if ss.mode == "submission" && ss.user == nil {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: replyText("Authentication required", id)}
+	}
+	if ss.user != nil {
+		if off, text := ss.user.disabled(); off {
+			ss.s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 550, "user", ss.user.Name, "mail_from", from, "reason", "account disabled")
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText(text, id)}
+		}
+	}
+	if opts != nil && opts.Size > cfg.Limits.MaxMessageBytes {
+		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: replyText(fmt.Sprintf("Message too big: the limit is %d bytes", cfg.Limits.MaxMessageBytes), id)}
+	}
+	ss.ci.in.TLS = ss.tlsOn()
+	if r := ss.ci.txn.Mail(from); r != nil {
+		ss.s.logRefusal(ss.ci, "mail", r)
+		ss.ci.txn.Reset()
+		return smtpError(r)
+	}
+	ss.from, ss.rcpts, ss.inTxn = from, nil, true
+	return nil
+}
+
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	id := ss.ci.txn.ID()
+	if !ss.mayRelayTo(to) {
+		ss.s.log.Info("decision", "id", id, "phase", "rcpt", "action", "reject", "code", 554, "client_ip", ss.ci.ip.String(), "mail_from", ss.from, "rcpt", to, "reason", "relay access denied")
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText("Relay access denied", id)}
+	}
+	if r := ss.ci.txn.Rcpt(to); r != nil {
+		ss.s.logRefusal(ss.ci, "rcpt", r, "rcpt", to)
+		return smtpError(r)
+	}
+	ss.rcpts = append(ss.rcpts, to)
+	return nil
+}
+
+// mayRelayTo is the open-relay check: authenticated users and clients in
+// relay_networks may send anywhere, anyone else only to local domains.
+func (ss *session) mayRelayTo(rcpt string) bool {
+	cfg := ss.s.cfg.Load()
+	if ss.user != nil || cfg.mayRelayFrom(ss.ci.ip) {
+		return true
+	}
+	return cfg.isLocalDomain(builtins.Domain(rcpt))
+}
+
+func (ss *session) Data(r io.Reader) error {
+	id := ss.ci.txn.ID()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(r); err != nil {
+		ss.ci.txn.Reset()
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se // too big: go-smtp's 552
+		}
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Error reading the message", id)}
+	}
+	raw := buf.Bytes()
+	v := ss.ci.txn.Data(raw)
+	ss.s.logDecision(ss.ci, v, ss.from, ss.rcpts, len(raw))
+	if v.Refused() {
+		return &smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: replyText(v.Text, v.ID)}
+	}
+	msg := ss.s.stamp(ss, v, raw)
+	env := &Envelope{
+		ID: v.ID, From: ss.from, Received: ss.s.opts.Now().UTC(), User: ss.ci.in.SMTPUser,
+		ClientIP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, Size: len(msg),
+		Action: v.Action, Score: v.Score, NextAttempt: ss.s.opts.Now().UTC(),
+	}
+	for _, h := range v.Hits {
+		env.Rules = append(env.Rules, h.Rule)
+	}
+	for _, rc := range ss.rcpts {
+		env.Rcpts = append(env.Rcpts, RcptState{Addr: rc, Status: StatusPending})
+	}
+	area := AreaQueue
+	if v.Action == engine.Hold {
+		area, env.Reason = AreaHold, v.Text
+	}
+	if err := ss.s.spool.Put(area, env, msg); err != nil {
+		ss.s.log.Error("spool write failed: message refused with 451", "id", v.ID, "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
+	}
+	ss.s.counter.add(counterKey(ss.ci.in), ss.s.opts.Now())
+	if area == AreaQueue {
+		ss.s.delivery.enqueue(v.ID, env.NextAttempt)
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: replyText(v.Text, v.ID)}
+}
+
+func counterKey(in *builtins.Input) string {
+	if in.SMTPUser != "" {
+		return "user:" + in.SMTPUser
+	}
+	return "ip:" + in.ClientIP
+}
+
+func (ss *session) Reset() {
+	if ss.inTxn && ss.ci.txn != nil {
+		ss.ci.txn.Reset()
+	}
+	ss.from, ss.rcpts, ss.inTxn = "", nil, false
+}
+
+func (ss *session) Logout() error { return nil }
+
+// stamp prepends the trace and result headers to an accepted message.
+func (s *Server) stamp(ss *session, v *engine.Verdict, raw []byte) []byte {
+	cfg := s.cfg.Load()
+	in := ss.ci.in
+	var h bytes.Buffer
+	proto := "ESMTP"
+	if ss.tlsOn() {
+		proto += "S"
+	}
+	if in.Authenticated {
+		proto += "A"
+	}
+	rdns := "unknown"
+	if m := ss.ci.txn.Message(); m != nil {
+		if f, ok := s.reg.Fact("rdns"); ok && m.Known(f) {
+			if name, _ := m.Value(f).(string); name != "" {
+				rdns = name
+			}
+		}
+	}
+	fmt.Fprintf(&h, "Received: from %s (%s [%s])\r\n\tby %s (sluice) with %s id %s", sanitize(in.Helo), sanitize(rdns), in.ClientIP, cfg.Hostname, proto, v.ID)
+	if len(ss.rcpts) == 1 {
+		fmt.Fprintf(&h, "\r\n\tfor <%s>", sanitize(ss.rcpts[0]))
+	}
+	fmt.Fprintf(&h, "; %s\r\n", s.opts.Now().Format(time.RFC1123Z))
+	results := []string{}
+	if in.Authenticated {
+		results = append(results, "auth=pass smtp.auth="+sanitize(in.SMTPUser))
+	}
+	if m := ss.ci.txn.Message(); m != nil {
+		for _, name := range []string{"spf", "dkim", "dmarc", "arc"} {
+			if f, ok := s.reg.Fact(name); ok && m.Known(f) {
+				if r, _ := m.Value(f).(string); r != "" && r != "none" {
+					results = append(results, name+"="+r)
+				}
+			}
+		}
+	}
+	if len(results) == 0 {
+		results = append(results, "none")
+	}
+	fmt.Fprintf(&h, "Authentication-Results: %s; %s\r\n", cfg.Hostname, strings.Join(results, ";\r\n\t"))
+	th := ss.ci.txn.RuleSet().Thresholds()
+	if v.Action == engine.Tag || (v.Action == engine.Hold && th.Tag != nil && v.Score >= *th.Tag) {
+		var rules []string
+		for _, hit := range v.Hits {
+			if !hit.Shadow && hit.Score != 0 {
+				rules = append(rules, hit.Rule)
+			}
+		}
+		tag := ""
+		if th.Tag != nil {
+			tag = " required=" + strconv.FormatFloat(*th.Tag, 'f', -1, 64)
+		}
+		score := strconv.FormatFloat(v.Score, 'f', -1, 64)
+		fmt.Fprintf(&h, "X-Spam-Flag: YES\r\nX-Spam-Score: %s\r\nX-Spam-Status: Yes, score=%s%s rules=%s id=%s\r\n", score, score, tag, strings.Join(rules, ","), v.ID)
+	}
+	out := make([]byte, 0, h.Len()+len(raw))
+	out = append(out, h.Bytes()...)
+	return append(out, raw...)
+}
+
+// sanitize keeps client-supplied text from breaking a header.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '(' || r == ')' || r == ';' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+func (s *Server) logRefusal(ci *connInfo, phase string, r *engine.Reply, kv ...any) {
+	args := []any{"id", r.ID, "phase", phase, "action", r.Action, "code", r.Code, "enhanced", r.Enhanced, "rule", r.Rule,
+		"client_ip", ci.in.ClientIP, "helo", ci.in.Helo, "user", ci.in.SMTPUser, "mail_from", ci.in.MailFrom}
+	s.log.Info("decision", append(args, kv...)...)
+}
+
+func (s *Server) logDecision(ci *connInfo, v *engine.Verdict, from string, rcpts []string, size int) {
+	fired := make([]any, 0, len(v.Hits))
+	for _, h := range v.Hits {
+		fired = append(fired, map[string]any{"rule": h.Rule, "score": h.Score, "shadow": h.Shadow})
+	}
+	lvl := slog.LevelInfo
+	if len(v.Errors) > 0 {
+		lvl = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), lvl, "decision", "id", v.ID, "phase", v.Phase, "action", v.Action, "code", v.Code,
+		"enhanced", v.Enhanced, "score", v.Score, "rule", v.Rule, "client_ip", ci.in.ClientIP, "helo", ci.in.Helo,
+		"user", ci.in.SMTPUser, "mail_from", from, "rcpts", rcpts, "size", size, "fired", fired, "errors", v.Errors)
+}
