@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,10 @@ type Reloader struct {
 	cur    atomic.Pointer[RuleSet]
 	status atomic.Pointer[ReloadStatus]
 	mu     sync.Mutex // one reload at a time
+	// lastBad is the checksum of the last rejected content, and lastErr
+	// its error, so an unchanged broken edit is reported once.
+	lastBad string
+	lastErr error
 	notify func(*RuleSet)
 }
 
@@ -73,12 +79,23 @@ func (r *Reloader) Reload(why string) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	files, err := ReadDir(r.dir)
-	if err == nil && Checksum(files) == r.cur.Load().Checksum() {
-		return false, nil
+	sum := ""
+	if err == nil {
+		sum = Checksum(files)
+		if sum == r.cur.Load().Checksum() {
+			return false, nil
+		}
+		if sum == r.lastBad && r.lastErr != nil {
+			return false, r.lastErr // rejected already: do not log it again every poll
+		}
 	}
 	var rs *RuleSet
 	if err == nil {
 		rs, err = Load(files, r.reg, r.opts)
+	}
+	r.lastBad, r.lastErr = "", nil
+	if err != nil && sum != "" {
+		r.lastBad, r.lastErr = sum, err
 	}
 	st := *r.status.Load()
 	st.At = time.Now()
@@ -134,6 +151,25 @@ func (r *Reloader) Watch(ctx context.Context, debounce, poll time.Duration) erro
 	if err := w.Add(r.dir); err != nil {
 		return err
 	}
+	// Files reached through symlinks (a ConfigMap's rules.yaml ->
+	// ..data/rules.yaml) change in the directory the link resolves to:
+	// watch those directories too, following each swap.
+	extra := map[string]bool{}
+	follow := func() {
+		now := symlinkDirs(r.dir)
+		for d := range extra {
+			if !now[d] {
+				w.Remove(d)
+				delete(extra, d)
+			}
+		}
+		for d := range now {
+			if !extra[d] && w.Add(d) == nil {
+				extra[d] = true
+			}
+		}
+	}
+	follow()
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
 	timer := time.NewTimer(time.Hour)
@@ -156,8 +192,37 @@ func (r *Reloader) Watch(ctx context.Context, debounce, poll time.Duration) erro
 			r.log.Warn("rules watcher", "dir", r.dir, "err", err) // the poll still runs
 		case <-timer.C:
 			r.Reload("change of " + pending)
+			follow()
 		case <-ticker.C:
 			r.Reload("poll")
+			follow()
 		}
 	}
+}
+
+// symlinkDirs returns the directories, other than dir itself, that the
+// rules files of dir resolve to through symlinks.
+func symlinkDirs(dir string) map[string]bool {
+	out := map[string]bool{}
+	base, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return out
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		if e.Type()&os.ModeSymlink == 0 {
+			continue
+		}
+		target, err := filepath.EvalSymlinks(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if d := filepath.Dir(target); d != base {
+			out[d] = true
+		}
+	}
+	return out
 }

@@ -315,3 +315,28 @@ func smtpCode(err error) (int, string, string) {
 	}
 	return 0, "", ""
 }
+
+// quietLog drops the relay's log: tests under load would drown in it.
+func quietLog(*testing.T) *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func plainAuth(user string) sasl.Client { return sasl.NewPlainClient("", user, testPassword) }
+
+// dialOK is dial for goroutines: nil instead of failing the test.
+func (r *relay) dialOK(mode string) *smtp.Client {
+	var c *smtp.Client
+	var err error
+	switch mode {
+	case "submission":
+		c, err = smtp.DialStartTLS(r.addrs[mode], clientTLS)
+	default:
+		c, err = smtp.Dial(r.addrs[mode])
+	}
+	if err != nil {
+		return nil
+	}
+	if err := c.Hello("client.test"); err != nil {
+		c.Close()
+		return nil
+	}
+	return c
+}
