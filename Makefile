@@ -3,7 +3,7 @@ GO      ?= go
 SLUICE  := bin/sluice
 PKGS    := ./...
 
-.PHONY: all build test vet fmt-check unit fixtures bench fuzz clean
+.PHONY: all build test deps vet fmt-check unit fixtures bench fuzz clean
 
 all: build
 
@@ -12,7 +12,15 @@ build:
 
 # test: formatting, vet, the race-enabled unit tests, then the shipped
 # fixtures replayed against the shipped rules with every rule required to fire.
-test: fmt-check vet unit fixtures
+test: deps fmt-check vet unit fixtures
+
+# deps: what the end-to-end tests need from Debian (swaks, a real SMTP client).
+deps:
+	@command -v swaks >/dev/null 2>&1 || { \
+		echo "installing swaks"; \
+		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+		$$SUDO apt-get install -y -q swaks >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q swaks >/dev/null; }; \
+	}
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

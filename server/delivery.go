@@ -100,13 +100,21 @@ func (d *deliverer) rescan(ctx context.Context) {
 	}
 }
 
-func (d *deliverer) stop() {
+// stop stops the workers, waiting for attempts in flight until ctx ends.
+// An attempt cut short leaves its message in the queue, to be retried
+// after a restart (at worst delivered twice, never lost).
+func (d *deliverer) stop(ctx context.Context) {
 	select {
 	case <-d.stopCh:
 	default:
 		close(d.stopCh)
 	}
-	d.wg.Wait()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 func (d *deliverer) enqueue(id string, at time.Time) {

@@ -250,7 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, srv := range smtps {
 		srv.Close()
 	}
-	s.delivery.stop()
+	s.delivery.stop(ctx)
 	return err
 }
 
