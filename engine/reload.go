@@ -33,7 +33,7 @@ type Reloader struct {
 	// its error, so an unchanged broken edit is reported once.
 	lastBad string
 	lastErr error
-	notify func(*RuleSet)
+	notify  func(*RuleSet)
 }
 
 // ReloadStatus is the outcome of the last reload attempt, for metrics and
