@@ -191,6 +191,11 @@ rules:
 
 func startRelay(t *testing.T, cfg *Config, rules string) *relay {
 	t.Helper()
+	return startRelayWith(t, cfg, rules, Options{})
+}
+
+func startRelayWith(t *testing.T, cfg *Config, rules string, opts Options) *relay {
+	t.Helper()
 	if err := os.MkdirAll(cfg.RulesDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +206,8 @@ func startRelay(t *testing.T, cfg *Config, rules string) *relay {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(testWriter{t}, nil))
-	srv, err := New(cfg, "", Options{Log: log, Resolver: noPTR{}})
+	opts.Log, opts.Resolver = log, noPTR{}
+	srv, err := New(cfg, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}

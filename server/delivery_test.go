@@ -1,0 +1,146 @@
+package server
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+)
+
+// dnsServer serves a zone on 127.0.0.1 and returns a resolver that uses it.
+func dnsServer(t *testing.T, records map[string][]dns.RR) *net.Resolver {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := dns.NewServeMux()
+	mux.HandleFunc(".", func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		m.Authoritative, m.RecursionAvailable = true, true
+		q := req.Question[0]
+		rrs, known := records[strings.ToLower(q.Name)]
+		for _, rr := range rrs {
+			if rr.Header().Rrtype == q.Qtype {
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+		if !known {
+			m.Rcode = dns.RcodeNameError
+		}
+		if len(m.Answer) == 0 { // NXDOMAIN or NODATA: the zone's SOA, as real servers answer
+			m.Ns = append(m.Ns, &dns.SOA{Hdr: dns.RR_Header{Name: "test.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 60},
+				Ns: "ns.test.", Mbox: "hostmaster.test.", Serial: 1, Refresh: 60, Retry: 60, Expire: 60, Minttl: 60})
+		}
+		w.WriteMsg(m)
+	})
+	srv := &dns.Server{PacketConn: pc, Handler: mux}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	addr := pc.LocalAddr().String()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+}
+
+func rr(t *testing.T, s string) dns.RR {
+	r, err := dns.NewRR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestDeliveryToMX delivers directly: MX preference with a dead first
+// host, the A record of a domain without MX, and a null MX that bounces.
+func TestDeliveryToMX(t *testing.T) {
+	k := newSink(t)
+	_, port, _ := net.SplitHostPort(k.addr)
+	res := dnsServer(t, map[string][]dns.RR{
+		"mx.test.":      {rr(t, "mx.test. 60 IN MX 10 dead.mx.test."), rr(t, "mx.test. 60 IN MX 20 live.mx.test.")},
+		"dead.mx.test.": {rr(t, "dead.mx.test. 60 IN A 127.0.0.2")}, // nothing listens there
+		"live.mx.test.": {rr(t, "live.mx.test. 60 IN A 127.0.0.1")},
+		"nomx.test.":    {rr(t, "nomx.test. 60 IN A 127.0.0.1")},
+		"nullmx.test.":  {rr(t, "nullmx.test. 60 IN MX 0 .")},
+		"acme.test.":    {rr(t, "acme.test. 60 IN MX 10 live.mx.test.")},
+	})
+	cfg := testConfig(t, k)
+	cfg.Delivery = Delivery{Mode: "mx", Retry: []Duration{Duration(100 * time.Millisecond)}}
+	var p int
+	for _, c := range port {
+		p = p*10 + int(c-'0')
+	}
+	cfg.Delivery.Port = p
+	if err := cfg.finish(); err != nil {
+		t.Fatal(err)
+	}
+	r := startRelayWith(t, cfg, testRules, Options{MXResolver: res})
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if _, err := send(c, "sender@acme.test", []string{"a@mx.test", "b@nomx.test", "c@nullmx.test"}, message("sender@acme.test", "a@mx.test", "direct")); err != nil {
+		t.Fatal(err)
+	}
+	msgs := k.wait(t, 3, 10*time.Second) // a@mx.test, b@nomx.test, and the bounce for c@nullmx.test
+	var rcpts []string
+	var bounce string
+	for _, m := range msgs {
+		if m.From == "" {
+			bounce = string(m.Data)
+			continue
+		}
+		rcpts = append(rcpts, m.Rcpts...)
+	}
+	if strings.Join(rcpts, ",") != "a@mx.test,b@nomx.test" && strings.Join(rcpts, ",") != "b@nomx.test,a@mx.test" {
+		t.Errorf("delivered to %v", rcpts)
+	}
+	if !strings.Contains(bounce, "Final-Recipient: rfc822; c@nullmx.test") || !strings.Contains(bounce, "Status: 5.1.10") {
+		t.Errorf("null MX bounce:\n%s", bounce)
+	}
+}
+
+// TestDelayNoticeThenExpiry: a recipient that keeps answering 451 gets the
+// sender one delay notice, then, at max_age, a bounce.
+func TestDelayNoticeThenExpiry(t *testing.T) {
+	k := newSink(t)
+	k.rcptAnswer = func(to string) error {
+		if to == "slow@example.org" {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "mailbox busy"}
+		}
+		return nil
+	}
+	cfg := testConfig(t, k)
+	cfg.Delivery.DelayNotice = Duration(300 * time.Millisecond)
+	cfg.Delivery.MaxAge = Duration(1500 * time.Millisecond)
+	r := startRelay(t, cfg, testRules)
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if _, err := send(c, "sender@acme.test", []string{"slow@example.org"}, message("sender@acme.test", "slow@example.org", "slow one")); err != nil {
+		t.Fatal(err)
+	}
+	msgs := k.wait(t, 2, 10*time.Second)
+	var actions []string
+	for _, m := range msgs {
+		if m.From != "" || m.Rcpts[0] != "sender@acme.test" {
+			t.Errorf("unexpected message from <%s> to %v", m.From, m.Rcpts)
+			continue
+		}
+		d := string(m.Data)
+		switch {
+		case strings.Contains(d, "Action: delayed") && strings.Contains(d, "Will-Retry-Until: "):
+			actions = append(actions, "delayed")
+		case strings.Contains(d, "Action: failed") && strings.Contains(d, "Status: 4.4.7") && strings.Contains(d, "mailbox busy"):
+			actions = append(actions, "failed")
+		default:
+			t.Errorf("unexpected DSN:\n%s", d)
+		}
+	}
+	if strings.Join(actions, ",") != "delayed,failed" {
+		t.Errorf("DSNs: %v, want one delay notice then one bounce", actions)
+	}
+}
