@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sluicemail/sluice/server"
+)
+
+func TestHoldCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sluice.yaml")
+	os.WriteFile(cfg, []byte("state_dir: "+filepath.Join(dir, "state")+"\n"), 0o644)
+	sp, err := server.OpenSpool(filepath.Join(dir, "state", "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"01HOLDA", "01HOLDB"} {
+		env := &server.Envelope{ID: id, From: "app@example.com", Rcpts: []server.RcptState{{Addr: "bob@example.org", Status: server.StatusPending}},
+			Received: time.Now(), User: "trial-app", Score: 9, Rules: []string{"phishing-links"}, Reason: "held for review"}
+		if err := sp.Put(server.AreaHold, env, []byte("Subject: held "+id+"\r\n\r\nbody\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, _ := runCLI("hold", "list", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "01HOLDA") || !strings.Contains(out, "trial-app") || !strings.HasSuffix(out, "2 held\n") {
+		t.Errorf("hold list: %d\n%s", code, out)
+	}
+	code, out, _ = runCLI("hold", "show", "01HOLDB", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "rules:    phishing-links") || !strings.Contains(out, "Subject: held 01HOLDB") {
+		t.Errorf("hold show: %d\n%s", code, out)
+	}
+	code, out, _ = runCLI("hold", "release", "01HOLDA", "--config", cfg)
+	if code != 0 || out != "01HOLDA released for delivery\n" {
+		t.Errorf("hold release: %d %q", code, out)
+	}
+	if _, err := sp.Envelope(server.AreaQueue, "01HOLDA"); err != nil {
+		t.Errorf("released message not in the queue: %v", err)
+	}
+	code, _, _ = runCLI("hold", "delete", "01HOLDB", "--config", cfg)
+	if ids, _ := sp.List(server.AreaHold); code != 0 || len(ids) != 0 {
+		t.Errorf("hold delete: %d, still held %v", code, ids)
+	}
+	code, _, errs := runCLI("hold", "release", "nope", "--config", cfg)
+	if code != 1 || !strings.Contains(errs, "nope: no such message") {
+		t.Errorf("release of an unknown id: %d %q", code, errs)
+	}
+}
+
+func TestPasswd(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := cmdPasswd(nil, strings.NewReader("s3cret\n"), &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	h := strings.TrimSpace(out.String())
+	if bcrypt.CompareHashAndPassword([]byte(h), []byte("s3cret")) != nil {
+		t.Errorf("%q is not a bcrypt hash of the password", h)
+	}
+	if code := cmdPasswd([]string{"s3cret"}, strings.NewReader(""), &out, &errb); code != 2 {
+		t.Errorf("a password on the command line must be refused, exit %d", code)
+	}
+}

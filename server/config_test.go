@@ -1,0 +1,110 @@
+package server
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen[0].Addr != "127.0.0.1:2525" || c.Delivery.Mode != "local" || c.Delivery.LocalDir != filepath.Join("sluice-state", "mail") || c.RulesDir != "rules.d" {
+		t.Errorf("embedded default: %+v", c)
+	}
+	if !c.mayRelayFrom(mustAddr("127.0.0.1")) || !c.mayRelayFrom(mustAddr("::1")) || c.mayRelayFrom(mustAddr("192.0.2.1")) {
+		t.Error("the default relays for loopback only")
+	}
+	if c.Delivery.MaxAge.D() != 5*24*time.Hour || len(c.Delivery.Retry) != len(DefaultRetry) {
+		t.Errorf("retry defaults: %v %v", c.Delivery.MaxAge.D(), c.Delivery.Retry)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := map[string]string{
+		"listen: [{addr: ':25', mode: smtp}]\n": `mode "smtp": want plain, submission or tls`,
+		"acounts: []\n":                         "field acounts not found",
+		"accounts: [{name: a, users: [{name: u, password_hash: hunter2}]}]\n": "must be a bcrypt hash",
+		"delivery: {mode: smarthost}\n":                                       "needs smarthost.addr",
+		"relay_networks: [10.0.0.0/33]\n":                                     "not an address or CIDR",
+		"delivery: {max_age: soon}\n":                                         "want e.g. 30s, 5m, 4h, 5d",
+		"accounts: [{name: a, domains: [a.test], users: [{name: u, password_hash: $2a$x, domains: [b.test]}]}]\n": "domain b.test is not a verified domain",
+	}
+	for src, want := range tests {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		os.WriteFile(p, []byte(src), 0o644)
+		_, err := LoadConfig(p)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), p+": ") {
+			t.Errorf("%q: %v, want %q", src, err, want)
+		}
+	}
+}
+
+func TestSenderDomainModes(t *testing.T) {
+	acct := &Account{Name: "a", Domains: []string{"a.test", "b.test"}}
+	for _, tt := range []struct {
+		mode, domain string
+		want         bool
+	}{
+		{"assigned", "a.test", true},
+		{"assigned", "mail.a.test", true},
+		{"assigned", "b.test", false},
+		{"assigned", "xa.test", false},
+		{"account", "b.test", true},
+		{"account", "c.test", false},
+		{"any", "c.test", true},
+		{"any", "", false},
+	} {
+		u := &User{Name: "u", Domains: []string{"a.test"}, SenderDomains: tt.mode, account: acct}
+		if got := u.mayUseDomain(tt.domain); got != tt.want {
+			t.Errorf("%s may use %q: %v, want %v", tt.mode, tt.domain, got, tt.want)
+		}
+	}
+}
+
+func TestAuthThrottleWindow(t *testing.T) {
+	th := newAuthThrottle(Limits{AuthSlowAfter: 2, AuthRefuseAfter: 4, AuthWindow: Duration(time.Minute)})
+	now := time.Unix(1_800_000_000, 0)
+	th.now = func() time.Time { return now }
+	ip := mustAddr("192.0.2.9")
+	for i, want := range []struct {
+		delay   time.Duration
+		refused bool
+	}{{0, false}, {0, false}, {time.Second, false}, {2 * time.Second, false}, {0, true}} {
+		d, r := th.state(ip)
+		if d != want.delay || r != want.refused {
+			t.Errorf("after %d failures: delay %v refused %v, want %v %v", i, d, r, want.delay, want.refused)
+		}
+		th.failed(ip)
+	}
+	now = now.Add(2 * time.Minute)
+	if d, r := th.state(ip); d != 0 || r {
+		t.Error("the window passed but the address is still throttled")
+	}
+}
+
+func TestLoginServer(t *testing.T) {
+	var gotUser, gotPass string
+	s := newLoginServer(func(u, p string) error { gotUser, gotPass = u, p; return nil })
+	ch, done, err := s.Next(nil)
+	if string(ch) != "Username:" || done || err != nil {
+		t.Fatalf("first challenge %q %v %v", ch, done, err)
+	}
+	ch, done, _ = s.Next([]byte("alice"))
+	if string(ch) != "Password:" || done {
+		t.Fatalf("second challenge %q", ch)
+	}
+	if _, done, err = s.Next([]byte("pw")); !done || err != nil || gotUser != "alice" || gotPass != "pw" {
+		t.Errorf("final: %v %v %q %q", done, err, gotUser, gotPass)
+	}
+	if _, _, err := s.Next([]byte("more")); err == nil {
+		t.Error("a fourth step must fail")
+	}
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
