@@ -310,7 +310,14 @@ func (d *deliverer) deliver(cfg *Config, env *Envelope, msg []byte, rcpts []stri
 	switch cfg.Delivery.Mode {
 	case "local":
 		for _, r := range rcpts {
-			out[r] = deliverLocal(cfg.Delivery.LocalDir, env, msg, r, !d.s.spool.NoSync)
+			out[r] = deliverLocal(cfg.Delivery.LocalDir, env, msg, r, !d.s.spool.NoSync && d.s.spool.group == nil)
+		}
+		// The delivered files must be durable before the spool forgets
+		// the message.
+		if err := d.s.spool.Sync(); err != nil {
+			for _, r := range rcpts {
+				out[r] = result{code: 451, enhanced: "4.3.0", detail: "sync: " + err.Error(), remote: "local"}
+			}
 		}
 	case "smarthost":
 		sh := cfg.Delivery.Smarthost
