@@ -3,7 +3,7 @@ GO      ?= go
 SLUICE  := bin/sluice
 PKGS    := ./...
 
-.PHONY: all build test deps vet fmt-check unit fixtures bench fuzz clean
+.PHONY: all build test deps vet fmt-check unit fixtures bench bench-relay fuzz clean
 
 all: build
 
@@ -37,9 +37,14 @@ fixtures: build
 	$(SLUICE) test --rules rules.d --coverage --junit bin/fixtures-junit.xml examples/fixtures | tee bin/fixtures.txt
 	@if grep -q '^  not fired:' bin/fixtures.txt; then echo "some default rules are not fired by any fixture"; exit 1; fi
 
-# bench: engine and MIME benchmarks on one core, with allocations.
+# bench: engine and MIME benchmarks on one core, with allocations, then the
+# relay end to end (bench/relay.sh: 50 clients, 10 KB, default rules, fsync).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -benchtime 2s ./engine ./builtins
+	bash bench/relay.sh 10s
+
+bench-relay:
+	bash bench/relay.sh 10s
 
 # fuzz: a short run of every fuzz target (go test runs their seeds always).
 FUZZTIME ?= 30s

@@ -36,7 +36,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "== throughput: 50 clients, 10 KB messages, default rules, fsync on, $DUR"
-"$work/smtpload" -addr "127.0.0.1:$port" -c 50 -size 10240 -duration "$DUR" -users 100
+"$work/smtpload" -addr "127.0.0.1:$port" -c 50 -size 10240 -duration "$DUR" -users 100 -per-conn 200
 echo "== memory: 1,000 idle sessions"
 "$work/smtpload" -addr "127.0.0.1:$port" -idle 1000 -pid $pid
 delivered=$(find "$work/state/mail" -name '*.eml' | wc -l)

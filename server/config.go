@@ -2,6 +2,9 @@ package server
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -44,6 +48,7 @@ type Config struct {
 	Accounts []Account `yaml:"accounts"`
 
 	// derived
+	authCache authCache
 	relayNets []netip.Prefix
 	users     map[string]*User
 	path      string
@@ -346,9 +351,64 @@ func (c *Config) isLocalDomain(d string) bool {
 // wrong name takes as long as a wrong password.
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
 
+// authCache remembers recent successful logins as an HMAC of the
+// credentials under a per-process random key, as Dovecot's auth cache does:
+// bcrypt is deliberately slow (tens of milliseconds), and applications that
+// open a connection per message would otherwise spend a core on it. The
+// cache belongs to one Config, so a reload (a changed password) empties it.
+type authCache struct {
+	mu sync.Mutex
+	m  map[string]authEntry
+}
+
+type authEntry struct {
+	mac [32]byte
+	at  time.Time
+}
+
+const authCacheTTL = 10 * time.Minute
+
+var authCacheKey = func() []byte {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+func credMAC(name, password string) [32]byte {
+	h := hmac.New(sha256.New, authCacheKey)
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(password))
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+func (a *authCache) hit(name string, mac [32]byte, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, ok := a.m[name]
+	return ok && now.Sub(e.at) < authCacheTTL && hmac.Equal(e.mac[:], mac[:])
+}
+
+func (a *authCache) put(name string, mac [32]byte, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil || len(a.m) > 100000 {
+		a.m = map[string]authEntry{}
+	}
+	a.m[name] = authEntry{mac: mac, at: now}
+}
+
 // authenticate checks a user's password against its bcrypt hash.
 func (c *Config) authenticate(name, password string) (*User, bool) {
 	u := c.users[name]
+	mac := credMAC(name, password)
+	if u != nil && c.authCache.hit(name, mac, time.Now()) {
+		return u, true
+	}
 	hash := dummyHash
 	if u != nil {
 		hash = []byte(u.PasswordHash)
@@ -357,6 +417,7 @@ func (c *Config) authenticate(name, password string) (*User, bool) {
 	if u == nil || !ok {
 		return nil, false
 	}
+	c.authCache.put(name, mac, time.Now())
 	return u, true
 }
 

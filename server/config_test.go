@@ -108,3 +108,26 @@ func TestLoginServer(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestAuthCache(t *testing.T) {
+	c := &Config{Accounts: []Account{{Name: "a", Users: []User{{Name: "u", PasswordHash: testHash}}}}}
+	if err := c.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.authenticate("u", testPassword); !ok {
+		t.Fatal("right password refused")
+	}
+	if _, ok := c.authenticate("u", testPassword); !ok {
+		t.Fatal("right password refused from the cache")
+	}
+	if _, ok := c.authenticate("u", "wrong"); ok {
+		t.Fatal("a wrong password passed after a cached success")
+	}
+	if _, ok := c.authenticate("v", testPassword); ok {
+		t.Fatal("an unknown user passed")
+	}
+	c.authCache.m["u"] = authEntry{mac: credMAC("u", testPassword), at: time.Now().Add(-authCacheTTL)}
+	if c.authCache.hit("u", credMAC("u", testPassword), time.Now()) {
+		t.Error("an expired entry hit")
+	}
+}
