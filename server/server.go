@@ -52,6 +52,7 @@ type Server struct {
 	delivery *deliverer
 
 	mu       sync.Mutex
+	open     map[*trackedConn]bool
 	conns    int
 	perIP    map[netip.Addr]int
 	gates    []*gate
@@ -69,7 +70,7 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{cfgPath: cfgPath, log: opts.Log, opts: opts, counter: newSendCounter(), perIP: map[netip.Addr]int{}, ids: engine.NewIDSource()}
+	s := &Server{cfgPath: cfgPath, log: opts.Log, opts: opts, counter: newSendCounter(), perIP: map[netip.Addr]int{}, ids: engine.NewIDSource(), open: map[*trackedConn]bool{}}
 	s.cfg.Store(cfg)
 	s.throttle.Store(newAuthThrottle(cfg.Limits))
 	s.reg = builtins.NewRegistry()
@@ -236,6 +237,17 @@ func (s *Server) closeListeners() {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.closeListeners()
+	// Sessions between messages are told to come back later now; those in
+	// a transaction finish it (or reach the deadline).
+	s.mu.Lock()
+	for tc := range s.open {
+		if !tc.busy.Load() {
+			tc.SetWriteDeadline(time.Now().Add(time.Second))
+			fmt.Fprint(tc.Conn, "421 4.3.2 Service shutting down, try again later\r\n")
+			tc.Conn.Close()
+		}
+	}
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.sessions.Wait(); close(done) }()
 	var err error
@@ -376,6 +388,9 @@ func (g *gate) admit(c net.Conn) {
 	}
 	tc := &trackedConn{Conn: c, s: g.s, ip: ip}
 	g.s.sessions.Add(1)
+	g.s.mu.Lock()
+	g.s.open[tc] = true
+	g.s.mu.Unlock()
 	tc.info = g.s.newConnInfo(ip, g.mode)
 	if r := tc.info.connect(); r != nil && g.mode != "tls" {
 		// Refused before the greeting, as Postfix's smtpd_client_restrictions.
@@ -417,6 +432,7 @@ type trackedConn struct {
 	ip   netip.Addr
 	info *connInfo
 	once sync.Once
+	busy atomic.Bool // inside a mail transaction
 }
 
 func (c *trackedConn) Close() error {
@@ -424,6 +440,9 @@ func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.info.close()
 		c.s.release(c.ip)
+		c.s.mu.Lock()
+		delete(c.s.open, c)
+		c.s.mu.Unlock()
 		c.s.sessions.Done()
 	})
 	return err

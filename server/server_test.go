@@ -437,3 +437,100 @@ func TestLocalDelivery(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestSlowClients(t *testing.T) {
+	k := newSink(t)
+	cfg := testConfig(t, k)
+	cfg.Limits.CommandTimeout = Duration(300 * time.Millisecond)
+	cfg.Limits.DataTimeout = Duration(500 * time.Millisecond)
+	r := startRelay(t, cfg, testRules)
+	// Idle after the greeting: dropped with 421.
+	conn, err := net.Dial("tcp", r.addrs["plain"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	br.ReadString('\n')
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, _ := br.ReadString('\n')
+	if !strings.HasPrefix(line, "421 4.4.2") {
+		t.Errorf("idle client: %q", line)
+	}
+	// Stalled in DATA: dropped, and the half message is not accepted.
+	conn2, err := net.Dial("tcp", r.addrs["plain"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	br2 := bufio.NewReader(conn2)
+	br2.ReadString('\n')
+	for _, cmd := range []string{"EHLO slow.test", "MAIL FROM:<a@b.test>", "RCPT TO:<x@local.test>", "DATA"} {
+		fmt.Fprintf(conn2, "%s\r\n", cmd)
+		for {
+			l, err := br2.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: %v", cmd, err)
+			}
+			if len(l) < 4 || l[3] != '-' {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // slow, but within the command timeout
+	}
+	fmt.Fprintf(conn2, "Subject: half\r\n\r\nthe rest never comes")
+	conn2.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, _ = br2.ReadString('\n')
+	if strings.HasPrefix(line, "250") {
+		t.Errorf("a message cut off in DATA was accepted: %q", line)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if ids, _ := r.srv.spool.List(AreaQueue); len(ids) != 0 || len(k.messages()) != 0 {
+		t.Errorf("spooled %v, delivered %d", ids, len(k.messages()))
+	}
+}
+
+func TestConfigReload(t *testing.T) {
+	k := newSink(t)
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "rules.d"), 0o755)
+	os.WriteFile(filepath.Join(dir, "rules.d", "r.yaml"), []byte(testRules), 0o644)
+	write := func(users string) string {
+		p := filepath.Join(dir, "sluice.yaml")
+		os.WriteFile(p, []byte(fmt.Sprintf("listen: [{addr: '127.0.0.1:0', mode: submission}]\nstate_dir: %s\nrules_dir: %s\nrelay_networks: []\ndelivery: {mode: smarthost, smarthost: {addr: '%s', tls: none}}\naccounts:\n  - name: a\n    domains: [acme.test]\n    users:\n%s",
+			dir, filepath.Join(dir, "rules.d"), k.addr, users)), 0o644)
+		return p
+	}
+	p := write(fmt.Sprintf("      - {name: first, password_hash: '%s'}\n", testHash))
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, p, Options{Log: quietLog(t), Resolver: noPTR{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := srv.Start(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(t.Context())
+	r := &relay{srv: srv, addrs: map[string]string{"submission": ls[0].Addr.String()}}
+	c := r.dial(t, "submission")
+	if c.Auth(plainAuth("second")) == nil {
+		t.Fatal("unknown user authenticated")
+	}
+	write(fmt.Sprintf("      - {name: first, password_hash: '%s'}\n      - {name: second, password_hash: '%s'}\n", testHash, testHash))
+	if err := srv.ReloadConfig(); err != nil {
+		t.Fatal(err)
+	}
+	c = r.dial(t, "submission")
+	login(t, c, "second")
+	// A broken config is refused and the live one stays.
+	write("      - {name: third, password_hash: plain-text}\n")
+	if err := srv.ReloadConfig(); err == nil || !strings.Contains(err.Error(), "bcrypt") {
+		t.Errorf("broken config: %v", err)
+	}
+	c = r.dial(t, "submission")
+	login(t, c, "second")
+}

@@ -88,7 +88,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if ci.refused != nil {
 		return nil, smtpError(ci.refused)
 	}
-	sess := &session{s: b.s, c: c, ci: ci, mode: b.mode}
+	sess := &session{s: b.s, c: c, ci: ci, mode: b.mode, tc: tc}
 	if r := sess.helo(); r != nil {
 		return nil, smtpError(r)
 	}
@@ -97,6 +97,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 type session struct {
 	s     *Server
+	tc    *trackedConn
 	c     *smtp.Conn
 	ci    *connInfo
 	mode  string
@@ -225,6 +226,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return smtpError(r)
 	}
 	ss.from, ss.rcpts, ss.inTxn = from, nil, true
+	ss.tc.busy.Store(true)
 	return nil
 }
 
@@ -254,6 +256,9 @@ func (ss *session) mayRelayTo(rcpt string) bool {
 
 func (ss *session) Data(r io.Reader) error {
 	id := ss.ci.txn.ID()
+	// The whole message must arrive within data_timeout; the command
+	// timeout applies again after it.
+	ss.c.Conn().SetReadDeadline(time.Now().Add(ss.s.cfg.Load().Limits.DataTimeout.D()))
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(r); err != nil {
 		ss.ci.txn.Reset()
@@ -309,6 +314,7 @@ func (ss *session) Reset() {
 		ss.ci.txn.Reset()
 	}
 	ss.from, ss.rcpts, ss.inTxn = "", nil, false
+	ss.tc.busy.Store(false)
 }
 
 func (ss *session) Logout() error { return nil }
