@@ -131,3 +131,13 @@ func TestAuthCache(t *testing.T) {
 		t.Error("an expired entry hit")
 	}
 }
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../examples/sluice.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Listen) != 3 || c.Delivery.Mode != "mx" || len(c.users) != 3 || !c.users["shop"].account.Disabled {
+		t.Errorf("example config read as %+v", c)
+	}
+}
