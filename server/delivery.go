@@ -60,9 +60,12 @@ func (d *deliverer) start(ctx context.Context) {
 	if len(ids) > 0 {
 		d.s.log.Info("queue resumed", "messages", len(ids))
 	}
+	work := make(chan string)
+	d.wg.Add(1)
+	go d.dispatch(ctx, work)
 	for range d.s.cfg.Load().Delivery.Workers {
 		d.wg.Add(1)
-		go d.worker(ctx)
+		go d.worker(work)
 	}
 	d.wg.Add(1)
 	go d.rescan(ctx)
@@ -130,51 +133,57 @@ func (d *deliverer) enqueue(id string, at time.Time) {
 	}
 }
 
-// next waits for the next due message.
-func (d *deliverer) next(ctx context.Context) (string, bool) {
+// dispatch hands due messages to the workers: it alone waits on the
+// heap's earliest time, so idle workers cost nothing.
+func (d *deliverer) dispatch(ctx context.Context, work chan<- string) {
+	defer d.wg.Done()
+	defer close(work)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
 	for {
 		d.mu.Lock()
-		var wait time.Duration = time.Hour
-		if len(d.due) > 0 {
+		var due []string
+		wait := time.Hour
+		now := d.s.opts.Now()
+		for len(d.due) > 0 {
 			top := d.due[0]
-			wait = top.at.Sub(d.s.opts.Now())
-			if wait <= 0 {
-				heap.Pop(&d.due)
-				delete(d.queued, top.id)
-				d.busy[top.id] = true
-				d.mu.Unlock()
-				return top.id, true
+			if w := top.at.Sub(now); w > 0 {
+				wait = w
+				break
 			}
+			heap.Pop(&d.due)
+			delete(d.queued, top.id)
+			d.busy[top.id] = true
+			due = append(due, top.id)
 		}
 		d.mu.Unlock()
-		t := time.NewTimer(wait)
+		for _, id := range due {
+			select {
+			case work <- id:
+			case <-ctx.Done():
+				return
+			case <-d.stopCh:
+				return
+			}
+		}
+		if len(due) > 0 {
+			continue
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return "", false
+			return
 		case <-d.stopCh:
-			t.Stop()
-			return "", false
+			return
 		case <-d.wake:
-			t.Stop()
-			// pass the wake-up on: another worker may have work too
-			select {
-			case d.wake <- struct{}{}:
-			default:
-			}
-			time.Sleep(time.Millisecond)
 		case <-t.C:
 		}
 	}
 }
 
-func (d *deliverer) worker(ctx context.Context) {
+func (d *deliverer) worker(work <-chan string) {
 	defer d.wg.Done()
-	for {
-		id, ok := d.next(ctx)
-		if !ok {
-			return
-		}
+	for id := range work {
 		d.attempt(id)
 		d.mu.Lock()
 		delete(d.busy, id)
