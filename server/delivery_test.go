@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +144,33 @@ func TestDelayNoticeThenExpiry(t *testing.T) {
 	}
 	if strings.Join(actions, ",") != "delayed,failed" {
 		t.Errorf("DSNs: %v, want one delay notice then one bounce", actions)
+	}
+}
+
+func TestSmarthostSTARTTLSAndAuth(t *testing.T) {
+	k := newSink(t)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := selfSigned("sink.test", cert, key); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}}
+	k.srv.AllowInsecureAuth = false // AUTH only after STARTTLS
+	k.authUser, k.authPass = "relay", "s3cret"
+	cfg := testConfig(t, k)
+	cfg.Delivery.Smarthost = Smarthost{Addr: k.addr, TLS: "starttls", Username: "relay", Password: "s3cret", InsecureSkipVerify: true}
+	r := startRelay(t, cfg, testRules)
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if _, err := send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", "via smarthost")); err != nil {
+		t.Fatal(err)
+	}
+	k.wait(t, 1, 10*time.Second)
+	if k.authed[0] != "relay" {
+		t.Errorf("smarthost AUTH: %v", k.authed)
 	}
 }

@@ -32,8 +32,11 @@ type sink struct {
 	dataAnswer func(n int) error
 	datas      int
 	addr       string
-	srv        *smtp.Server
-	got        chan struct{}
+	// authUser/authPass, when set, are required (AUTH PLAIN) before MAIL.
+	authUser, authPass string
+	authed             []string // users that authenticated
+	srv                *smtp.Server
+	got                chan struct{}
 }
 
 type sinkMsg struct {
@@ -85,11 +88,35 @@ type sinkSession struct {
 	k     *sink
 	from  string
 	rcpts []string
+	user  string
+}
+
+func (s *sinkSession) AuthMechanisms() []string {
+	if s.k.authUser == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (s *sinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != s.k.authUser || pass != s.k.authPass {
+			return smtp.ErrAuthFailed
+		}
+		s.user = user
+		s.k.mu.Lock()
+		s.k.authed = append(s.k.authed, user)
+		s.k.mu.Unlock()
+		return nil
+	}), nil
 }
 
 func (s *sinkSession) Reset()        { s.from, s.rcpts = "", nil }
 func (s *sinkSession) Logout() error { return nil }
 func (s *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
+	if s.k.authUser != "" && s.user == "" {
+		return smtp.ErrAuthRequired
+	}
 	s.from = from
 	return nil
 }
