@@ -51,6 +51,10 @@ type Input struct {
 	Resolver Resolver
 	Lists    ListSource
 	Limits   Limits
+
+	// Session is the caller's own state for this connection (the relay's
+	// session, for the facts it computes); the engine never reads it.
+	Session any
 }
 
 const (

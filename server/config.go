@@ -43,9 +43,10 @@ type Config struct {
 	// LocalDomains are the domains this relay takes mail for from anyone.
 	LocalDomains []string `yaml:"local_domains"`
 
-	Limits   Limits    `yaml:"limits"`
-	Delivery Delivery  `yaml:"delivery"`
-	Accounts []Account `yaml:"accounts"`
+	Limits   Limits      `yaml:"limits"`
+	Delivery Delivery    `yaml:"delivery"`
+	Store    StoreConfig `yaml:"store"`
+	Accounts []Account   `yaml:"accounts"`
 
 	// derived
 	authCache authCache
@@ -285,6 +286,9 @@ func (c *Config) finish() error {
 	setDefault(&d.Workers, 8)
 	setDefault(&d.Port, 25)
 
+	if err := c.finishStore(); err != nil {
+		return err
+	}
 	c.users = map[string]*User{}
 	for ai := range c.Accounts {
 		a := &c.Accounts[ai]

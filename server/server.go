@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/store"
 )
 
 // Options are what a caller (the CLI, a test) gives a Server besides its
@@ -46,7 +47,7 @@ type Server struct {
 	log      *slog.Logger
 	opts     Options
 	tls      atomic.Pointer[tls.Config]
-	counter  *sendCounter
+	store    store.Store
 	ids      *engine.IDSource
 	throttle atomic.Pointer[authThrottle]
 	delivery *deliverer
@@ -70,10 +71,15 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{cfgPath: cfgPath, log: opts.Log, opts: opts, counter: newSendCounter(), perIP: map[netip.Addr]int{}, ids: engine.NewIDSource(), open: map[*trackedConn]bool{}}
+	s := &Server{cfgPath: cfgPath, log: opts.Log, opts: opts, perIP: map[netip.Addr]int{}, ids: engine.NewIDSource(), open: map[*trackedConn]bool{}}
 	s.cfg.Store(cfg)
 	s.throttle.Store(newAuthThrottle(cfg.Limits))
 	s.reg = builtins.NewRegistry()
+	st, err := OpenStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
 	s.plugFacts()
 	rules, err := engine.NewReloader(cfg.RulesDir, s.reg, engine.Options{IDs: s.ids}, s.log, func(rs *engine.RuleSet) {
 		s.log.Info("rules reloaded", "dir", cfg.RulesDir, "rules", len(rs.Rules()), "checksum", rs.Checksum())
@@ -106,22 +112,24 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 
 // plugFacts gives the facts the relay knows their computation.
 func (s *Server) plugFacts() {
-	key := func(in *builtins.Input) string {
-		if in.SMTPUser != "" {
-			return "user:" + in.SMTPUser
-		}
-		return "ip:" + in.ClientIP
-	}
 	must := func(err error) {
 		if err != nil {
 			panic(err)
 		}
 	}
 	must(s.reg.SetCompute("hourly_sent", func(m *builtins.Message) (any, error) {
-		return s.counter.count(key(m.Input()), time.Hour, s.opts.Now()), nil
+		c, err := s.sentCounts(m)
+		if err != nil {
+			return nil, err
+		}
+		return c[0], nil
 	}))
 	must(s.reg.SetCompute("daily_sent", func(m *builtins.Message) (any, error) {
-		return s.counter.count(key(m.Input()), 24*time.Hour, s.opts.Now()), nil
+		c, err := s.sentCounts(m)
+		if err != nil {
+			return nil, err
+		}
+		return c[1], nil
 	}))
 	must(s.reg.SetCompute("domain_allowed", func(m *builtins.Message) (any, error) {
 		in := m.Input()
@@ -263,6 +271,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		srv.Close()
 	}
 	s.delivery.stop(ctx)
+	s.store.Close()
 	return err
 }
 

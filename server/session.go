@@ -29,11 +29,14 @@ type connInfo struct {
 	in      *builtins.Input
 	txn     *engine.Txn
 	refused *engine.Reply // connect or helo phase refusal
+	// counts caches hourly_sent and daily_sent for transaction countsFor.
+	countsFor string
+	counts    []int
 }
 
 func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 	ci := &connInfo{s: s, ip: ip, mode: mode}
-	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver}
+	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, Lists: storeLists{s}, Session: ci}
 	if ci.in.Resolver == nil {
 		ci.in.Resolver = defaultResolver{}
 	}
@@ -294,19 +297,12 @@ func (ss *session) Data(r io.Reader) error {
 		ss.s.log.Error("spool write failed: message refused with 451", "id", v.ID, "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
 	}
-	ss.s.counter.add(counterKey(ss.ci.in), ss.s.opts.Now())
+	ss.s.countSent(ss.ci.in)
 	if area == AreaQueue {
 		ss.s.delivery.enqueue(v.ID, env.NextAttempt)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: replyText(v.Text, v.ID)}
-}
-
-func counterKey(in *builtins.Input) string {
-	if in.SMTPUser != "" {
-		return "user:" + in.SMTPUser
-	}
-	return "ip:" + in.ClientIP
 }
 
 func (ss *session) Reset() {

@@ -1,0 +1,168 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/store"
+)
+
+// StoreConfig chooses where counters and lists live.
+type StoreConfig struct {
+	// Kind is "embedded" (default: a Pebble database in Path) or "redis"
+	// (several relays sharing one state).
+	Kind  string      `yaml:"kind"`
+	Path  string      `yaml:"path"` // default state_dir/store
+	Redis RedisConfig `yaml:"redis"`
+	// OnFailure is what a rule that needs state gets when the store does
+	// not answer: "tempfail" (default: the message is refused with 451
+	// 4.3.0 and the client retries; a count is never read as zero) or
+	// "allow" (counters read as 0 and lists as empty, logged).
+	OnFailure string `yaml:"on_failure"`
+}
+
+// RedisConfig names the Redis server(s).
+type RedisConfig struct {
+	Addrs    []string `yaml:"addrs"`
+	Username string   `yaml:"username"`
+	Password string   `yaml:"password"`
+	DB       int      `yaml:"db"`
+	Timeout  Duration `yaml:"timeout"`
+}
+
+func (c *Config) finishStore() error {
+	st := &c.Store
+	switch st.Kind {
+	case "":
+		st.Kind = "embedded"
+	case "embedded", "redis":
+	default:
+		return fmt.Errorf("store: kind %q: want embedded or redis", st.Kind)
+	}
+	if st.Path == "" {
+		st.Path = filepath.Join(c.StateDir, "store")
+	}
+	if st.Kind == "redis" && len(st.Redis.Addrs) == 0 {
+		return errors.New("store: kind redis needs redis.addrs")
+	}
+	switch st.OnFailure {
+	case "":
+		st.OnFailure = "tempfail"
+	case "tempfail", "allow":
+	default:
+		return fmt.Errorf("store: on_failure %q: want tempfail or allow", st.OnFailure)
+	}
+	return nil
+}
+
+// OpenStore opens the store the config names.
+func OpenStore(c *Config) (store.Store, error) {
+	if c.Store.Kind == "redis" {
+		r := c.Store.Redis
+		return store.OpenRedis(store.RedisOptions{Addrs: r.Addrs, Username: r.Username, Password: r.Password, DB: r.DB, Timeout: r.Timeout.D()}), nil
+	}
+	return store.OpenEmbedded(c.Store.Path)
+}
+
+// counterKey is whose sending hourly_sent and daily_sent count: the SMTP
+// user, or the client address without AUTH.
+func counterKey(in *builtins.Input) string {
+	if in.SMTPUser != "" {
+		return "sent:user:" + in.SMTPUser
+	}
+	return "sent:ip:" + in.ClientIP
+}
+
+var sentWindows = []time.Duration{time.Hour, 24 * time.Hour}
+
+// sentCounts reads hourly_sent and daily_sent with one store call per
+// message, shared by both facts.
+func (s *Server) sentCounts(m *builtins.Message) ([]int, error) {
+	in := m.Input()
+	ci, _ := in.Session.(*connInfo)
+	if ci != nil && ci.countsFor == ci.txn.ID() {
+		return ci.counts, nil
+	}
+	ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
+	defer cancel()
+	got, err := s.store.Count(ctx, s.opts.Now(), 0, []string{counterKey(in)}, sentWindows)
+	if err != nil {
+		if s.cfg.Load().Store.OnFailure == "allow" {
+			s.log.Warn("store unavailable: counters read as 0 (on_failure: allow)", "err", err.Error())
+			return []int{0, 0}, nil
+		}
+		return nil, err
+	}
+	if ci != nil {
+		ci.countsFor, ci.counts = ci.txn.ID(), got[0]
+	}
+	return got[0], nil
+}
+
+// countSent records an accepted message for its sender.
+func (s *Server) countSent(in *builtins.Input) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.store.Count(ctx, s.opts.Now(), 1, []string{counterKey(in)}, nil); err != nil {
+		s.log.Error("store: the accepted message could not be counted", "key", counterKey(in), "err", err.Error())
+	}
+}
+
+// storeLists answers in_list for the dynamic lists.
+type storeLists struct{ s *Server }
+
+func (l storeLists) InList(ctx context.Context, name, value string) (bool, error) {
+	if value == "" {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	e, err := l.s.store.ListGet(ctx, name, value, l.s.opts.Now())
+	if err != nil {
+		if l.s.cfg.Load().Store.OnFailure == "allow" {
+			l.s.log.Warn("store unavailable: list read as empty (on_failure: allow)", "list", name, "err", err.Error())
+			return false, nil
+		}
+		return false, err
+	}
+	return e != nil, nil
+}
+
+// softBounceWindow and softBounceLimit: a recipient that fails temporarily
+// this many times within the window goes on the bounce list (seed 004).
+const (
+	softBounceWindow = 24 * time.Hour
+	softBounceLimit  = 3
+)
+
+// recordBounce feeds delivery results to the bounce list: a permanent
+// failure from the remote side at once, temporary ones after three.
+func (s *Server) recordBounce(env *Envelope, r *RcptState, res result) {
+	remote := res.remote != "" && res.remote != "local"
+	if res.ok || res.code == 0 || env.Bounce || (!remote && !res.perm) {
+		return // delivered, or a failure (network, DNS, local disk) that says nothing of the address
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	now := s.opts.Now()
+	reason := fmt.Sprintf("%d %s %s", res.code, res.enhanced, res.detail)
+	if !res.perm {
+		got, err := s.store.Count(ctx, now, 1, []string{"softbounce:" + r.Addr}, []time.Duration{softBounceWindow})
+		if err != nil || got[0][0] < softBounceLimit {
+			return
+		}
+		reason = fmt.Sprintf("%d soft bounces within %s; last: %s", got[0][0], softBounceWindow, reason)
+	} else if res.enhanced != "" && res.enhanced[2] != '1' {
+		return // 5.x.y other than address errors (5.1.x): policy or content, not a dead address
+	}
+	err := s.store.ListAdd(ctx, store.Entry{List: "bounces", Key: r.Addr, Reason: reason, Source: "delivery of " + env.ID, Added: now})
+	if err != nil {
+		s.log.Error("store: bounce list", "rcpt", r.Addr, "err", err.Error())
+		return
+	}
+	s.log.Info("bounce list: added", "rcpt", r.Addr, "reason", reason)
+}

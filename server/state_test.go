@@ -1,0 +1,141 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluicemail/sluice/store"
+	"github.com/sluicemail/sluice/store/storetest"
+)
+
+const limitRules = `rules:
+  - hourly-limit: 'hourly_sent >= 300 => block 421 4.7.1 "Rate limit: 300 messages per hour"'
+  - bounce-list: 'in_list("bounces", rcpt) => block 550 5.1.1 "Email address is on account''s Bounce list."'
+  - blocked-sender: 'in_list("blocked", mail_from) => block 550 5.7.1 "Your address was blocked"'
+`
+
+// TestTwoRelaysShareOneLimit: two relays on one redis-server enforce one
+// limit of 300 per hour for a user across both.
+func TestTwoRelaysShareOneLimit(t *testing.T) {
+	rs := storetest.StartRedis(t)
+	k := newSink(t)
+	var relays []*relay
+	for range 2 {
+		cfg := testConfig(t, k)
+		cfg.Store = StoreConfig{Kind: "redis", Redis: RedisConfig{Addrs: []string{rs.Addr}}}
+		relays = append(relays, startRelayWith(t, cfg, limitRules, Options{}))
+	}
+	var clients []*smtp.Client
+	for _, r := range relays {
+		c := r.dial(t, "submission")
+		login(t, c, "ops")
+		clients = append(clients, c)
+	}
+	accepted, limited := 0, 0
+	for i := range 340 {
+		_, err := send(clients[i%2], "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", fmt.Sprint("m", i)))
+		switch code, enh, _ := smtpCode(err); {
+		case err == nil:
+			accepted++
+		case code == 421 && enh == "4.7.1":
+			limited++
+		default:
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if accepted != 300 || limited != 40 {
+		t.Errorf("accepted %d, limited %d; want 300 and 40 across both relays", accepted, limited)
+	}
+}
+
+// TestStoreDownTempfails stops redis-server mid-run: a rule that needs a
+// counter answers 451 4.3.0 (never a count of zero), and the relay
+// recovers when Redis is back, without a restart.
+func TestStoreDownTempfails(t *testing.T) {
+	rs := storetest.StartRedis(t)
+	k := newSink(t)
+	cfg := testConfig(t, k)
+	cfg.Store = StoreConfig{Kind: "redis", Redis: RedisConfig{Addrs: []string{rs.Addr}, Timeout: Duration(200 * time.Millisecond)}}
+	r := startRelayWith(t, cfg, limitRules, Options{})
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if _, err := send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", "before")); err != nil {
+		t.Fatal(err)
+	}
+	rs.Stop()
+	_, err := send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", "during"))
+	code, enh, text := smtpCode(err)
+	if code != 451 || enh != "4.3.0" || !idInReply.MatchString(text) {
+		t.Fatalf("with redis down: %d %s %q, want 451 4.3.0", code, enh, text)
+	}
+	rs.Start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", "after"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after redis came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBouncesFeedTheList: a hard bounce puts the address on the bounce
+// list, and the next message to it is refused at RCPT; three soft bounces
+// do the same.
+func TestBouncesFeedTheList(t *testing.T) {
+	k := newSink(t)
+	k.rcptAnswer = func(to string) error {
+		switch {
+		case strings.HasPrefix(to, "gone@"):
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		case strings.HasPrefix(to, "full@"):
+			return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full"}
+		}
+		return nil
+	}
+	cfg := testConfig(t, k)
+	cfg.Delivery.MaxAge = Duration(time.Hour)
+	r := startRelay(t, cfg, limitRules)
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if _, err := send(c, "x@acme.test", []string{"gone@example.org", "full@example.org"}, message("x@acme.test", "gone@example.org", "first")); err != nil {
+		t.Fatal(err)
+	}
+	waitListed := func(addr string) *store.Entry {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if e, _ := r.srv.store.ListGet(context.Background(), "bounces", addr, time.Now()); e != nil {
+				return e
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("%s not on the bounce list", addr)
+		return nil
+	}
+	e := waitListed("gone@example.org")
+	if !strings.Contains(e.Reason, "550 5.1.1") || !strings.HasPrefix(e.Source, "delivery of ") {
+		t.Errorf("entry %+v", e)
+	}
+	e = waitListed("full@example.org") // retried every 200ms: the third soft bounce lists it
+	if !strings.Contains(e.Reason, "3 soft bounces") {
+		t.Errorf("entry %+v", e)
+	}
+	_, err := send(c, "x@acme.test", []string{"gone@example.org"}, message("x@acme.test", "gone@example.org", "again"))
+	if code, enh, text := smtpCode(err); code != 550 || enh != "5.1.1" || !strings.HasPrefix(text, "Email address is on account's Bounce list.") {
+		t.Errorf("to a bounced address: %v", err)
+	}
+	// An operator's block applies at once.
+	r.srv.store.ListAdd(context.Background(), store.Entry{List: "blocked", Key: "x@acme.test", Reason: "abuse", Source: "operator", Added: time.Now()})
+	err = c.Mail("x@acme.test", nil)
+	if code, _, _ := smtpCode(err); code != 550 {
+		t.Errorf("blocked sender: %v", err)
+	}
+}
