@@ -14,13 +14,16 @@ build:
 # fixtures replayed against the shipped rules with every rule required to fire.
 test: deps fmt-check vet unit fixtures
 
-# deps: what the end-to-end tests need from Debian (swaks, a real SMTP client).
+# deps: what the end-to-end tests need from Debian: swaks (a real SMTP
+# client) and redis-server (the shared store; the tests start their own).
+DEB_DEPS := swaks:swaks redis-server:redis-server
 deps:
-	@command -v swaks >/dev/null 2>&1 || { \
-		echo "installing swaks"; \
+	@missing=""; for d in $(DEB_DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
 		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-		$$SUDO apt-get install -y -q swaks >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q swaks >/dev/null; }; \
-	}
+		$$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; \
+	fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

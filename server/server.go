@@ -192,6 +192,9 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 		}()
 		out = append(out, Listening{Addr: ln.Addr(), Mode: l.Mode})
 	}
+	if err := s.serveAdmin(ctx); err != nil {
+		s.log.Warn("admin socket not available; `sluice list` needs the relay stopped", "err", err.Error())
+	}
 	s.delivery.start(ctx)
 	return out, nil
 }

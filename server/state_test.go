@@ -139,3 +139,38 @@ func TestBouncesFeedTheList(t *testing.T) {
 		t.Errorf("blocked sender: %v", err)
 	}
 }
+
+// TestAdminSocketLists: `sluice list` reaches a running relay that holds
+// the embedded store through its admin socket, and a change applies at once.
+func TestAdminSocketLists(t *testing.T) {
+	k := newSink(t)
+	cfg := testConfig(t, k)
+	r := startRelay(t, cfg, limitRules)
+	a, ok := DialAdmin(AdminSocket(cfg))
+	if !ok {
+		t.Fatal("no admin socket")
+	}
+	ctx := context.Background()
+	if err := a.ListAdd(ctx, store.Entry{List: "blocked", Key: "X@acme.test", Reason: "abuse", Source: "operator"}); err != nil {
+		t.Fatal(err)
+	}
+	es, err := a.ListEntries(ctx, "blocked", time.Now())
+	if err != nil || len(es) != 1 || es[0].Key != "x@acme.test" || es[0].Added.IsZero() {
+		t.Fatalf("entries %+v %v", es, err)
+	}
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if code, _, _ := smtpCode(c.Mail("x@acme.test", nil)); code != 550 {
+		t.Error("the block did not apply")
+	}
+	if ok, err := a.ListRemove(ctx, "blocked", "x@acme.test"); !ok || err != nil {
+		t.Errorf("remove: %v %v", ok, err)
+	}
+	if e, err := a.ListGet(ctx, "blocked", "x@acme.test", time.Now()); e != nil || err != nil {
+		t.Errorf("after remove: %+v %v", e, err)
+	}
+	c.Reset()
+	if err := c.Mail("x@acme.test", nil); err != nil {
+		t.Errorf("after the block was lifted: %v", err)
+	}
+}

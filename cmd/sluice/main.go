@@ -27,6 +27,8 @@ usage:
   sluice serve [--config FILE] [--rules DIR]          run the relay (no config: 127.0.0.1:2525, mail into ./sluice-state/mail)
   sluice hold list|show ID|release ID...|delete ID... [--config FILE]
                                                       review the holding area
+  sluice list show NAME [KEY] | add NAME KEY [--reason TEXT] [--for 7d] | remove NAME KEY [--config FILE]
+                                                      the dynamic lists: bounces, unsubscribes, blocked, ...
   sluice passwd < PASSWORD                            print a bcrypt hash for the config's password_hash
   sluice check [DIR]                                  load and type-check a rules directory, print rules by phase
   sluice test [--rules DIR] [--junit FILE] [--coverage] [-v] PATH...
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(rest, stdout, stderr)
 	case "hold":
 		return cmdHold(rest, stdout, stderr)
+	case "list":
+		return cmdList(rest, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(rest, os.Stdin, stdout, stderr)
 	case "check":

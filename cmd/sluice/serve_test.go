@@ -66,3 +66,32 @@ func TestPasswd(t *testing.T) {
 		t.Errorf("a password on the command line must be refused, exit %d", code)
 	}
 }
+
+func TestListCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sluice.yaml")
+	os.WriteFile(cfg, []byte("state_dir: "+filepath.Join(dir, "state")+"\n"), 0o644)
+	code, out, errs := runCLI("list", "add", "blocked", "Spammer@Example.net", "--reason", "sustained abuse", "--for", "7d", "--config", cfg)
+	if code != 0 || out != "spammer@example.net added to blocked\n" {
+		t.Fatalf("add: %d %q %q", code, out, errs)
+	}
+	runCLI("list", "add", "blocked", "other@example.net", "--config", cfg)
+	code, out, _ = runCLI("list", "show", "blocked", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "spammer@example.net") || !strings.Contains(out, "sustained abuse") ||
+		!strings.Contains(out, "operator (sluice list)") || !strings.HasSuffix(out, "2 on blocked\n") {
+		t.Errorf("show: %d\n%s", code, out)
+	}
+	code, out, _ = runCLI("list", "show", "blocked", "other@example.net", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "never") {
+		t.Errorf("show one: %d\n%s", code, out)
+	}
+	if code, _, _ = runCLI("list", "remove", "blocked", "spammer@example.net", "--config", cfg); code != 0 {
+		t.Errorf("remove: %d", code)
+	}
+	if code, _, errs = runCLI("list", "remove", "blocked", "spammer@example.net", "--config", cfg); code != 1 || !strings.Contains(errs, "is not on blocked") {
+		t.Errorf("remove twice: %d %q", code, errs)
+	}
+	if code, _, _ = runCLI("list", "add", "blocked", "x", "--for", "soon", "--config", cfg); code != 2 {
+		t.Errorf("bad --for: %d", code)
+	}
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sluicemail/sluice/server"
+	"github.com/sluicemail/sluice/store"
+)
+
+// lists is what `sluice list` needs of a store, or of a running relay.
+type lists interface {
+	ListAdd(ctx context.Context, e store.Entry) error
+	ListRemove(ctx context.Context, list, key string) (bool, error)
+	ListGet(ctx context.Context, list, key string, now time.Time) (*store.Entry, error)
+	ListEntries(ctx context.Context, list string, now time.Time) ([]store.Entry, error)
+}
+
+// openLists reaches the lists of the configured store: through a running
+// relay's admin socket when it holds the embedded store, else directly.
+func openLists(cfg *server.Config) (lists, func(), error) {
+	if cfg.Store.Kind == "embedded" {
+		if a, ok := server.DialAdmin(server.AdminSocket(cfg)); ok {
+			return a, func() {}, nil
+		}
+	}
+	st, err := server.OpenStore(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%v (is a relay without its admin socket running?)", err)
+	}
+	return st, func() { st.Close() }, nil
+}
+
+func cmdList(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("list", stderr)
+	config := fs.String("config", "", "config file (default: the embedded default)")
+	reason := fs.String("reason", "", "why the key is on the list (add)")
+	forDur := fs.String("for", "", "how long the entry lasts, e.g. 12h or 7d (add; default: for good)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	usage := "usage: sluice list show NAME [KEY] | add NAME KEY [--reason TEXT] [--for 7d] | remove NAME KEY [--config FILE]"
+	if len(pos) < 2 {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	cfg, err := server.LoadConfig(*config)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice list:", err)
+		return 1
+	}
+	ls, done, err := openLists(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice list:", err)
+		return 1
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := time.Now()
+	name := pos[1]
+	switch {
+	case pos[0] == "show" && len(pos) <= 3:
+		var es []store.Entry
+		if len(pos) == 3 {
+			e, err := ls.ListGet(ctx, name, pos[2], now)
+			if err != nil {
+				fmt.Fprintln(stderr, "sluice list:", err)
+				return 1
+			}
+			if e == nil {
+				fmt.Fprintf(stderr, "sluice list: %s is not on %s\n", pos[2], name)
+				return 1
+			}
+			es = []store.Entry{*e}
+		} else if es, err = ls.ListEntries(ctx, name, now); err != nil {
+			fmt.Fprintln(stderr, "sluice list:", err)
+			return 1
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "KEY\tADDED\tEXPIRES\tSOURCE\tREASON")
+		for _, e := range es {
+			exp := "never"
+			if !e.Expires.IsZero() {
+				exp = e.Expires.Local().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Key, e.Added.Local().Format(time.RFC3339), exp, dash(e.Source), dash(e.Reason))
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "%d on %s\n", len(es), name)
+		return 0
+	case pos[0] == "add" && len(pos) == 3:
+		e := store.Entry{List: name, Key: pos[2], Reason: *reason, Source: "operator (sluice list)", Added: now}
+		if *forDur != "" {
+			d, err := parseDuration(*forDur)
+			if err != nil {
+				fmt.Fprintln(stderr, "sluice list:", err)
+				return 2
+			}
+			e.Expires = now.Add(d)
+		}
+		if err := ls.ListAdd(ctx, e); err != nil {
+			fmt.Fprintln(stderr, "sluice list:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s added to %s\n", store.NormalizeKey(pos[2]), name)
+		return 0
+	case pos[0] == "remove" && len(pos) == 3:
+		ok, err := ls.ListRemove(ctx, name, pos[2])
+		if err != nil {
+			fmt.Fprintln(stderr, "sluice list:", err)
+			return 1
+		}
+		if !ok {
+			fmt.Fprintf(stderr, "sluice list: %s is not on %s\n", pos[2], name)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s removed from %s\n", store.NormalizeKey(pos[2]), name)
+		return 0
+	}
+	fmt.Fprintln(stderr, usage)
+	return 2
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		var n float64
+		if _, err := fmt.Sscanf(d, "%g", &n); err != nil || n <= 0 {
+			return 0, errors.New("--for: want e.g. 12h or 7d")
+		}
+		return time.Duration(n * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, errors.New("--for: want e.g. 12h or 7d")
+	}
+	return d, nil
+}

@@ -1,0 +1,175 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sluicemail/sluice/store"
+)
+
+// AdminSocket is where the relay answers the CLI (`sluice list`) while it
+// holds the embedded store: a Unix socket in the state directory, mode
+// 0600, so only its owner can reach it.
+func AdminSocket(c *Config) string { return filepath.Join(c.StateDir, "admin.sock") }
+
+// serveAdmin serves the list API on the admin socket until ctx ends.
+func (s *Server) serveAdmin(ctx context.Context) error {
+	path := AdminSocket(s.cfg.Load())
+	os.Remove(path) // a stale socket of a killed relay
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	os.Chmod(path, 0o600)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /lists/{name}", func(w http.ResponseWriter, r *http.Request) {
+		es, err := s.store.ListEntries(r.Context(), r.PathValue("name"), s.opts.Now())
+		reply(w, es, err)
+	})
+	mux.HandleFunc("GET /lists/{name}/{key}", func(w http.ResponseWriter, r *http.Request) {
+		e, err := s.store.ListGet(r.Context(), r.PathValue("name"), r.PathValue("key"), s.opts.Now())
+		if err == nil && e == nil {
+			http.Error(w, "not on the list", http.StatusNotFound)
+			return
+		}
+		reply(w, e, err)
+	})
+	mux.HandleFunc("PUT /lists/{name}/{key}", func(w http.ResponseWriter, r *http.Request) {
+		var e store.Entry
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&e); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		e.List, e.Key = r.PathValue("name"), r.PathValue("key")
+		if e.Added.IsZero() {
+			e.Added = s.opts.Now()
+		}
+		err := s.store.ListAdd(r.Context(), e)
+		if err == nil {
+			s.log.Info("list: added", "list", e.List, "key", e.Key, "reason", e.Reason, "source", e.Source)
+		}
+		reply(w, e, err)
+	})
+	mux.HandleFunc("DELETE /lists/{name}/{key}", func(w http.ResponseWriter, r *http.Request) {
+		ok, err := s.store.ListRemove(r.Context(), r.PathValue("name"), r.PathValue("key"))
+		if err == nil && !ok {
+			http.Error(w, "not on the list", http.StatusNotFound)
+			return
+		}
+		if err == nil {
+			s.log.Info("list: removed", "list", r.PathValue("name"), "key", r.PathValue("key"))
+		}
+		reply(w, map[string]bool{"removed": ok}, err)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+		os.Remove(path)
+	}()
+	go srv.Serve(ln)
+	return nil
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, store.ErrUnavailable) {
+			code = http.StatusServiceUnavailable
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// AdminClient reaches a running relay's list API over its admin socket.
+type AdminClient struct {
+	c *http.Client
+}
+
+// DialAdmin returns a client if a relay answers on the socket.
+func DialAdmin(socket string) (*AdminClient, bool) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}}}
+	conn, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		return nil, false
+	}
+	conn.Close()
+	return &AdminClient{c: c}, true
+}
+
+func (a *AdminClient) do(ctx context.Context, method, path string, body any, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://sluice"+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return 404, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return resp.StatusCode, errors.New(string(msg))
+	}
+	if out != nil {
+		return 200, json.NewDecoder(resp.Body).Decode(out)
+	}
+	return 200, nil
+}
+
+func listPath(name, key string) string {
+	p := "/lists/" + url.PathEscape(name)
+	if key != "" {
+		p += "/" + url.PathEscape(key)
+	}
+	return p
+}
+
+func (a *AdminClient) ListAdd(ctx context.Context, e store.Entry) error {
+	_, err := a.do(ctx, "PUT", listPath(e.List, e.Key), e, nil)
+	return err
+}
+
+func (a *AdminClient) ListRemove(ctx context.Context, list, key string) (bool, error) {
+	code, err := a.do(ctx, "DELETE", listPath(list, key), nil, nil)
+	return code == 200, err
+}
+
+func (a *AdminClient) ListGet(ctx context.Context, list, key string, _ time.Time) (*store.Entry, error) {
+	var e store.Entry
+	code, err := a.do(ctx, "GET", listPath(list, key), nil, &e)
+	if code == 404 || err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+func (a *AdminClient) ListEntries(ctx context.Context, list string, _ time.Time) ([]store.Entry, error) {
+	var es []store.Entry
+	_, err := a.do(ctx, "GET", listPath(list, ""), nil, &es)
+	return es, err
+}
