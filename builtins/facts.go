@@ -86,6 +86,8 @@ func coreFacts() []Fact {
 			Compute: constant("none")},
 		{Name: "hourly_sent", Type: Int, Phase: Mail, Doc: "messages relayed for this SMTP user (or client IP) in the last 60 minutes, sliding",
 			Compute: constant(0)},
+		{Name: "hourly_attempts", Type: Int, Phase: Mail, Doc: "messages tried (MAIL FROM) by this SMTP user (or client IP) in the last 60 minutes, refused ones included, sliding",
+			Compute: constant(0)},
 		{Name: "daily_sent", Type: Int, Phase: Mail, Doc: "messages relayed for this SMTP user (or client IP) in the last 24 hours, sliding",
 			Compute: constant(0)},
 		{Name: "domain_allowed", Type: Bool, Phase: Data, Doc: "the From domain is one this SMTP user may send from",

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ActionKind is what a rule does when its expression is true.
@@ -17,10 +18,11 @@ const (
 	ActBlock                    // refuse now with Code, Enhanced, Text
 	ActHold                     // accept into the holding area
 	ActAccept                   // allowlist: accept, no later rule acts
+	ActList                     // put the value of fact Key on List, for TTL (0: for good)
 )
 
 func (k ActionKind) String() string {
-	return [...]string{"score", "block", "hold", "accept"}[k]
+	return [...]string{"score", "block", "hold", "accept", "list"}[k]
 }
 
 // Action is a parsed `then`.
@@ -30,6 +32,11 @@ type Action struct {
 	Code     int
 	Enhanced string
 	Text     string
+	// For list: the list, the fact whose value goes on it, how long.
+	List   string
+	KeyOf  string
+	TTL    time.Duration
+	keyOff int // where KeyOf is in the action's text, for errors
 }
 
 // Default reply texts, used when a block or hold gives none.
@@ -49,6 +56,15 @@ func (a Action) String() string {
 		return fmt.Sprintf("block %d %s %s", a.Code, a.Enhanced, strconv.Quote(a.Text))
 	case ActHold:
 		return "hold " + strconv.Quote(a.Text)
+	case ActList:
+		out := "list " + a.List + " " + a.KeyOf
+		if a.TTL > 0 {
+			out += " for " + formatTTL(a.TTL)
+		}
+		if a.Text != "" {
+			out += " " + strconv.Quote(a.Text)
+		}
+		return out
 	default:
 		return "accept"
 	}
@@ -72,7 +88,8 @@ func roundScore(s float64) float64 {
 var (
 	scoreRe    = regexp.MustCompile(`^[+-]?(\d+(\.\d*)?|\.\d+)$`)
 	enhancedRe = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
-	actionVerb = []string{"block", "hold", "accept"}
+	actionVerb = []string{"block", "hold", "accept", "list"}
+	listNameRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
 )
 
 // actionError is a problem with an action, at byte offset Off in its text.
@@ -90,12 +107,13 @@ func ParseAction(s string) (Action, error) {
 	if ae, ok := err.(*actionError); ok {
 		ae.Off += lead
 	}
+	a.keyOff += lead
 	return a, err
 }
 
 func parseAction(s string) (Action, error) {
 	if s == "" {
-		return Action{}, &actionError{0, "missing action: want +N, -N, block CODE [X.Y.Z] [\"TEXT\"], hold [\"TEXT\"] or accept"}
+		return Action{}, &actionError{0, "missing action: want +N, -N, block CODE [X.Y.Z] [\"TEXT\"], hold [\"TEXT\"], accept or list NAME FACT [for DURATION]"}
 	}
 	if scoreRe.MatchString(s) {
 		f, err := strconv.ParseFloat(s, 64)
@@ -125,6 +143,8 @@ func parseAction(s string) (Action, error) {
 		return Action{Kind: ActHold, Text: text}, nil
 	case "block":
 		return parseBlock(rest, restOff)
+	case "list":
+		return parseList(rest, restOff)
 	}
 	msg := fmt.Sprintf("unknown action %q: want +N, -N, block CODE [X.Y.Z] [\"TEXT\"], hold [\"TEXT\"] or accept", verb)
 	switch strings.ToLower(verb) {
@@ -134,6 +154,69 @@ func parseAction(s string) (Action, error) {
 		msg += didYouMean(strings.ToLower(verb), actionVerb)
 	}
 	return Action{}, &actionError{0, msg}
+}
+
+// parseList reads `list NAME FACT [for DURATION] ["REASON"]`: put the
+// value of FACT on the dynamic list NAME, e.g. `list blocked smtp_user for
+// 7d "sustained abuse"`. The relay applies it; it does not end evaluation.
+func parseList(rest string, off int) (Action, error) {
+	const usage = `list needs a list name and a fact, e.g. list blocked mail_from for 7d "abuse"`
+	fields := strings.Fields(rest)
+	if len(fields) < 2 || strings.HasPrefix(fields[1], `"`) {
+		return Action{}, &actionError{off, usage}
+	}
+	a := Action{Kind: ActList, List: fields[0], KeyOf: fields[1]}
+	if !listNameRe.MatchString(a.List) {
+		return Action{}, &actionError{off, fmt.Sprintf("list name %q: letters, digits and _ . : - only", a.List)}
+	}
+	a.keyOff = off + strings.Index(rest, fields[1])
+	tail := strings.TrimSpace(rest[strings.Index(rest, fields[1])+len(fields[1]):])
+	tailOff := off + len(rest) - len(tail)
+	if d, ok := strings.CutPrefix(tail, "for "); ok {
+		d = strings.TrimLeft(d, " ")
+		word, after, _ := strings.Cut(d, " ")
+		ttl, err := parseTTL(word)
+		if err != nil {
+			return Action{}, &actionError{tailOff, err.Error()}
+		}
+		a.TTL = ttl
+		tail = strings.TrimSpace(after)
+		tailOff = off + len(rest) - len(tail)
+	}
+	if tail != "" {
+		if tail[0] != '"' {
+			return Action{}, &actionError{tailOff, fmt.Sprintf("unexpected %q: %s", tail, usage)}
+		}
+		text, err := parseText(tail, tailOff)
+		if err != nil {
+			return Action{}, err
+		}
+		a.Text = text
+	}
+	return a, nil
+}
+
+// parseTTL reads 30m, 12h, 7d.
+func parseTTL(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(d, 64)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("duration %q: want e.g. 30m, 12h or 7d", s)
+		}
+		return time.Duration(n * float64(24*time.Hour)), nil
+	}
+	t, err := time.ParseDuration(s)
+	if err != nil || t <= 0 {
+		return 0, fmt.Errorf("duration %q: want e.g. 30m, 12h or 7d", s)
+	}
+	return t, nil
+}
+
+func formatTTL(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	return d.String()
 }
 
 func parseBlock(rest string, off int) (Action, error) {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/expr-lang/expr/vm"
 
@@ -44,6 +45,7 @@ type Txn struct {
 	decided *decision
 	hold    *Rule
 
+	lists       []ListAdd // list actions not yet taken
 	rcpts       []RecipientVerdict
 	allowlisted map[string]bool // recipients an accept rule let through
 
@@ -85,6 +87,7 @@ func (rs *RuleSet) Begin(ctx context.Context, in *builtins.Input) *Txn {
 	t.dataDone = false
 	t.score, t.hits, t.errors = 0, t.hits[:0], t.errors[:0]
 	t.decided, t.hold = nil, nil
+	t.lists = nil
 	t.rcpts = t.rcpts[:0]
 	clear(t.allowlisted)
 	t.resetMatches(builtins.Connect)
@@ -324,6 +327,8 @@ func (t *Txn) runMessage(rules []slot) {
 		switch r.Then.Kind {
 		case ActScore:
 			t.score += r.Then.Score
+		case ActList:
+			t.listAdd(r)
 		case ActHold:
 			if t.hold == nil {
 				t.hold = r
@@ -349,6 +354,8 @@ func (t *Txn) runRecipient(rules []slot, addr string) (string, *Reply) {
 		switch r.Then.Kind {
 		case ActScore:
 			t.score += r.Then.Score
+		case ActList:
+			t.listAdd(r)
 		case ActHold:
 			if t.hold == nil {
 				t.hold = r
@@ -369,6 +376,37 @@ func (t *Txn) runRecipient(rules []slot, addr string) (string, *Reply) {
 		}
 	}
 	return "", t.refusal()
+}
+
+// ListAdd is a list action that fired: the relay puts Key on List.
+type ListAdd struct {
+	List   string        `json:"list"`
+	Key    string        `json:"key"`
+	TTL    time.Duration `json:"ttl,omitempty"`
+	Reason string        `json:"reason,omitempty"`
+	Rule   string        `json:"rule"`
+}
+
+func (t *Txn) listAdd(r *Rule) {
+	v, err := t.m.ValueOf(r.Then.KeyOf)
+	key, _ := v.(string)
+	if err != nil || key == "" {
+		return
+	}
+	reason := r.Then.Text
+	if reason == "" {
+		reason = "rule " + r.Name
+	}
+	t.lists = append(t.lists, ListAdd{List: r.Then.List, Key: key, TTL: r.Then.TTL, Reason: reason, Rule: r.Name})
+}
+
+// TakeListAdds returns the list actions fired since the last call: the
+// relay applies them whatever the verdict (an escalation rule fires
+// together with a refusal).
+func (t *Txn) TakeListAdds() []ListAdd {
+	out := t.lists
+	t.lists = nil
+	return out
 }
 
 // fires reports whether the slot's rule fires, recording the hit: from its
@@ -451,6 +489,9 @@ func (t *Txn) Verdict() *Verdict {
 	}
 	if len(t.errors) > 0 {
 		v.Errors = append([]string(nil), t.errors...)
+	}
+	if len(t.lists) > 0 {
+		v.Lists = append([]ListAdd(nil), t.lists...)
 	}
 	th := t.rs.thresholds
 	switch d := t.decided; {

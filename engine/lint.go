@@ -14,6 +14,12 @@ func (rs *RuleSet) lint(l *loader) []Problem {
 		out = append(out, Problem{File: r.File, Line: r.Line, Col: r.Col, Msg: "warning: " + fmt.Sprintf(format, args...)})
 	}
 	scoring := false
+	written := map[string]bool{} // lists that list actions fill
+	for _, r := range rs.rules {
+		if r.Then.Kind == ActList {
+			written[r.Then.List] = true
+		}
+	}
 	for _, r := range rs.rules {
 		if r.Then.Kind == ActScore && !r.Shadow {
 			scoring = true
@@ -31,7 +37,7 @@ func (rs *RuleSet) lint(l *loader) []Problem {
 			warn(r, "rule %s reads rcpt and facts known only after DATA, when a single recipient can no longer be refused: it runs per recipient after DATA and a block refuses the whole message", r.Name)
 		}
 		for _, ref := range r.compiled.lists {
-			if _, ok := rs.lists[ref.name]; ok || isDynamicList(ref.name) {
+			if _, ok := rs.lists[ref.name]; ok || isDynamicList(ref.name) || written[ref.name] {
 				continue
 			}
 			names := append(rs.ListNames(), DynamicLists...)

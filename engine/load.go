@@ -519,7 +519,7 @@ func (l *loader) oneLiner(s *source, name string, nameNode, v *yaml.Node) {
 		return
 	}
 	r.Then = act
-	if ok {
+	if ok && l.checkList(s, r, v, arrow+2) {
 		l.add(s, r, pos)
 	}
 }
@@ -601,10 +601,45 @@ func (l *loader) fullForm(s *source, derived string, item *yaml.Node) {
 			bad = true
 		}
 		r.Then = act
+		if !bad && !l.checkList(s, r, then, 0) {
+			bad = true
+		}
 	}
 	if !bad {
 		l.add(s, r, item)
 	}
+}
+
+// checkList checks a list action's fact and moves the rule to the phase at
+// which that fact is known.
+func (l *loader) checkList(s *source, r *Rule, v *yaml.Node, off int) bool {
+	if r.Then.Kind != ActList {
+		return true
+	}
+	f, ok := l.reg.Fact(r.Then.KeyOf)
+	if !ok || f.Type != builtins.String {
+		msg := fmt.Sprintf("list %s %s: %s is not a fact of type string", r.Then.List, r.Then.KeyOf, r.Then.KeyOf)
+		if !ok {
+			var names []string
+			for _, f := range l.reg.Facts() {
+				if f.Type == builtins.String {
+					names = append(names, f.Name)
+				}
+			}
+			msg = fmt.Sprintf("unknown fact %s%s", r.Then.KeyOf, DidYouMean(r.Then.KeyOf, names))
+		}
+		line, col := s.scalarPos(v, off+r.Then.keyOff)
+		l.problems = append(l.problems, s.at(line, col, msg))
+		return false
+	}
+	if r.compiled != nil {
+		r.compiled.phase = max(r.compiled.phase, f.Phase)
+		r.Phase = r.compiled.phase
+		if f.PerRecipient {
+			r.compiled.perRcpt, r.PerRecipient = true, true
+		}
+	}
+	return true
 }
 
 func (l *loader) actionProblem(s *source, v *yaml.Node, off int, err error) {

@@ -78,6 +78,14 @@ func TestParseAction(t *testing.T) {
 		{"accept now", "error: accept takes nothing"},
 		{"+1e400", "error: unknown action"},
 		{"block 550 5.7.1 \"a\x01b\"", "error: control character"},
+		{"list blocked smtp_user", "list blocked smtp_user"},
+		{`list blocked smtp_user for 7d "sustained abuse"`, `list blocked smtp_user for 7d "sustained abuse"`},
+		{"list blocked_ips client_ip for 90m", "list blocked_ips client_ip for 1h30m0s"},
+		{"list blocked", "error: needs a list name and a fact"},
+		{"list blocked mail_from for soon", `error: duration "soon"`},
+		{"list bad/name mail_from", "error: letters, digits"},
+		{"list blocked mail_from why", `error: unexpected "why"`},
+		{"lsit blocked mail_from", "error: did you mean list?"},
 	}
 	for _, tt := range tests {
 		a, err := ParseAction(tt.in)
@@ -176,6 +184,10 @@ func TestLoadProblems(t *testing.T) {
 			[]string{`r.yaml:2:5: a one-line rule is written`, `YAML took "# contains "x") => +1" as a comment`}},
 		{"a prose comment gets no hint", "rules:\n  - name: n\n    when: size > \"x\" # too big\n    then: +1\n",
 			[]string{`r.yaml:3:16: invalid operation: > (mismatched types int and string)`}},
+		{"list action with an unknown fact", "rules:\n  - x: 'size > 1 => list blocked mail_frm for 7d'\n",
+			[]string{`r.yaml:2:34: unknown fact mail_frm (did you mean mail_from?)`}},
+		{"list action with a non-string fact", "rules:\n  - x: 'size > 1 => list blocked size'\n",
+			[]string{`r.yaml:2:34: list blocked size: size is not a fact of type string`}},
 		{"not a bool", "rules:\n  - name: n\n    when: size + 1\n    then: +1\n",
 			[]string{"r.yaml:3:11: the expression must be true or false, but it gives int"}},
 		{"literal block error line", "rules:\n  - name: n\n    when: |\n      subject_caps and\n        size > \"x\"\n    then: +1\n",

@@ -36,6 +36,8 @@ type Verdict struct {
 	// computed, a rule that failed at run time); they never reach the
 	// client, which sees 451 4.3.0.
 	Errors []string `json:"errors,omitempty"`
+	// Lists are the list actions that fired, for the relay to apply.
+	Lists []ListAdd `json:"lists,omitempty"`
 }
 
 // Refused reports whether the verdict refuses the message.

@@ -131,6 +131,9 @@ func (s *Server) plugFacts() {
 		}
 		return c[1], nil
 	}))
+	must(s.reg.SetCompute("hourly_attempts", func(m *builtins.Message) (any, error) {
+		return s.attempts(m)
+	}))
 	must(s.reg.SetCompute("domain_allowed", func(m *builtins.Message) (any, error) {
 		in := m.Input()
 		if !in.Authenticated {

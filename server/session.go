@@ -47,10 +47,18 @@ func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 func (ci *connInfo) connect() *engine.Reply {
 	ci.txn = ci.s.rules.Current().Begin(context.Background(), ci.in)
 	ci.refused = ci.txn.Connect()
+	ci.flush()
 	if ci.refused != nil {
 		ci.s.logRefusal(ci, "connect", ci.refused)
 	}
 	return ci.refused
+}
+
+// flush applies the list actions fired so far.
+func (ci *connInfo) flush() {
+	if ci.txn != nil {
+		ci.s.applyLists(ci.txn.ID(), ci.txn.TakeListAdds())
+	}
 }
 
 func (ci *connInfo) close() {
@@ -117,6 +125,7 @@ func (ss *session) helo() *engine.Reply {
 		return ss.ci.refused
 	}
 	ss.ci.refused = ss.ci.txn.Helo(name)
+	ss.ci.flush()
 	if ss.ci.refused != nil {
 		ss.s.logRefusal(ss.ci, "helo", ss.ci.refused)
 	}
@@ -223,7 +232,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: replyText(fmt.Sprintf("Message too big: the limit is %d bytes", cfg.Limits.MaxMessageBytes), id)}
 	}
 	ss.ci.in.TLS = ss.tlsOn()
-	if r := ss.ci.txn.Mail(from); r != nil {
+	r := ss.ci.txn.Mail(from)
+	ss.ci.flush()
+	if r != nil {
 		ss.s.logRefusal(ss.ci, "mail", r)
 		ss.ci.txn.Reset()
 		return smtpError(r)
@@ -239,7 +250,9 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		ss.s.log.Info("decision", "id", id, "phase", "rcpt", "action", "reject", "code", 554, "client_ip", ss.ci.ip.String(), "mail_from", ss.from, "rcpt", to, "reason", "relay access denied")
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText("Relay access denied", id)}
 	}
-	if r := ss.ci.txn.Rcpt(to); r != nil {
+	r := ss.ci.txn.Rcpt(to)
+	ss.ci.flush()
+	if r != nil {
 		ss.s.logRefusal(ss.ci, "rcpt", r, "rcpt", to)
 		return smtpError(r)
 	}
@@ -273,6 +286,7 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	raw := buf.Bytes()
 	v := ss.ci.txn.Data(raw)
+	ss.ci.flush()
 	ss.s.logDecision(ss.ci, v, ss.from, ss.rcpts, len(raw))
 	if v.Refused() {
 		return &smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: replyText(v.Text, v.ID)}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/store"
 )
 
@@ -103,6 +105,24 @@ func (s *Server) sentCounts(m *builtins.Message) ([]int, error) {
 	return got[0], nil
 }
 
+// attempts counts this MAIL FROM and returns the attempts of the last hour,
+// refused ones included: what tells sustained abuse (a client that keeps
+// sending into a 421) from a burst.
+func (s *Server) attempts(m *builtins.Message) (int, error) {
+	in := m.Input()
+	ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
+	defer cancel()
+	key := "attempt:" + strings.TrimPrefix(counterKey(in), "sent:")
+	got, err := s.store.Count(ctx, s.opts.Now(), 1, []string{key}, []time.Duration{time.Hour})
+	if err != nil {
+		if s.cfg.Load().Store.OnFailure == "allow" {
+			return 0, nil
+		}
+		return 0, err
+	}
+	return got[0][0], nil
+}
+
 // countSent records an accepted message for its sender.
 func (s *Server) countSent(in *builtins.Input) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -165,4 +185,26 @@ func (s *Server) recordBounce(env *Envelope, r *RcptState, res result) {
 		return
 	}
 	s.log.Info("bounce list: added", "rcpt", r.Addr, "reason", reason)
+}
+
+// applyLists carries out the list actions of the rules that fired (e.g.
+// `list blocked_users smtp_user for 7d`), whatever the reply was.
+func (s *Server) applyLists(id string, adds []engine.ListAdd) {
+	if len(adds) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	now := s.opts.Now()
+	for _, a := range adds {
+		e := store.Entry{List: a.List, Key: a.Key, Reason: a.Reason, Source: "rule " + a.Rule + " (decision " + id + ")", Added: now}
+		if a.TTL > 0 {
+			e.Expires = now.Add(a.TTL)
+		}
+		if err := s.store.ListAdd(ctx, e); err != nil {
+			s.log.Error("store: list action", "list", a.List, "key", a.Key, "rule", a.Rule, "err", err.Error())
+			continue
+		}
+		s.log.Info("list: added", "list", a.List, "key", a.Key, "rule", a.Rule, "id", id, "expires", e.Expires)
+	}
 }

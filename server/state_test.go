@@ -174,3 +174,36 @@ func TestAdminSocketLists(t *testing.T) {
 		t.Errorf("after the block was lifted: %v", err)
 	}
 }
+
+// TestEscalationToALastingBlock: a client that keeps sending into the 421
+// is put on a list by a rule, and from then on refused with a 550 (seeds
+// 000 and 003).
+func TestEscalationToALastingBlock(t *testing.T) {
+	k := newSink(t)
+	r := startRelay(t, testConfig(t, k), `rules:
+  - blocked-user: 'in_list("blocked_users", smtp_user) => block 550 5.7.1 "Sending blocked"'
+  - escalate: 'hourly_attempts > 5 => list blocked_users smtp_user for 1h "kept sending into the limit"'
+  - limit: 'hourly_sent >= 3 => block 421 4.7.1 "Rate limit"'
+`)
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	var codes []int
+	for i := range 8 {
+		_, err := send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", fmt.Sprint("n", i)))
+		code, _, _ := smtpCode(err)
+		if err == nil {
+			code = 250
+		}
+		codes = append(codes, code)
+	}
+	if fmt.Sprint(codes) != "[250 250 250 421 421 421 550 550]" {
+		t.Errorf("replies %v, want 3 accepted, 3 throttled, then blocked", codes)
+	}
+	e, err := r.srv.store.ListGet(context.Background(), "blocked_users", "ops", time.Now())
+	if err != nil || e == nil {
+		t.Fatalf("not listed: %v", err)
+	}
+	if e.Reason != "kept sending into the limit" || !strings.HasPrefix(e.Source, "rule escalate (decision ") || e.Expires.Sub(e.Added) != time.Hour {
+		t.Errorf("entry %+v", e)
+	}
+}

@@ -57,7 +57,7 @@ func wrap(err error) error {
 
 // Keys carry a hash tag ({...}) so that every script touches one slot of a
 // Redis Cluster.
-func counterKey(k string) string { return "sluice:c:{" + NormalizeKey(k) + "}" }
+func counterKey(k string) string  { return "sluice:c:{" + NormalizeKey(k) + "}" }
 func listHash(list string) string { return "sluice:l:{" + list + "}" }
 func recordKey(kind, id string) string {
 	return "sluice:r:{" + kind + ":" + id + "}"
