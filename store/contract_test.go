@@ -221,3 +221,21 @@ func TestRedisDownAndBack(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestDistinct(t *testing.T) {
+	contract(t, func(t *testing.T, s Store) {
+		key := "senders:user:app"
+		for i, m := range []string{"a@x.test", "b@x.test", "A@x.test", "c@x.test"} {
+			n, err := s.Distinct(bg, t0.Add(time.Duration(i)*20*time.Minute), key, m, hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []int{1, 2, 2, 3}[i]; n != want { // A is a again, seen last at 10:40
+				t.Errorf("after %s: %d distinct, want %d", m, n, want)
+			}
+		}
+		if n, _ := s.Distinct(bg, t0.Add(60*time.Minute), key, "", day); n != 3 {
+			t.Errorf("distinct over the day: %d, want 3", n)
+		}
+	})
+}

@@ -246,3 +246,57 @@ func (s *Embedded) Get(_ context.Context, kind, id string) ([]byte, error) {
 	}
 	return append([]byte(nil), v[8:]...), nil
 }
+
+const pfxDistinct = "d\x00"
+
+// A distinct set's value: for each member, the minute it was last seen
+// (uvarint) and the member (uvarint length, bytes).
+func (s *Embedded) Distinct(_ context.Context, now time.Time, key, member string, window time.Duration) (int, error) {
+	k := pfxDistinct + NormalizeKey(key)
+	cur := minuteOf(now)
+	mu := s.lock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	v, closer, err := s.db.Get([]byte(k))
+	seen := map[string]int64{}
+	if err == nil {
+		b := v
+		for len(b) > 0 {
+			m, n := binary.Uvarint(b)
+			if n <= 0 {
+				break
+			}
+			l, n2 := binary.Uvarint(b[n:])
+			if n2 <= 0 || uint64(len(b[n+n2:])) < l {
+				break
+			}
+			seen[string(b[n+n2:n+n2+int(l)])] = int64(m)
+			b = b[n+n2+int(l):]
+		}
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	if member != "" {
+		seen[NormalizeKey(member)] = cur
+		var out []byte
+		for m, at := range seen {
+			if at > cur-int64(History/time.Minute) {
+				out = binary.AppendUvarint(out, uint64(at))
+				out = binary.AppendUvarint(out, uint64(len(m)))
+				out = append(out, m...)
+			}
+		}
+		if err := s.db.Set([]byte(k), out, pebble.NoSync); err != nil {
+			return 0, fmt.Errorf("store: %w", err)
+		}
+	}
+	n := 0
+	from := cur - windowMinutes(window)
+	for _, at := range seen {
+		if at > from && at <= cur {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -215,3 +215,25 @@ func (s *Redis) MemoryUsage(ctx context.Context) (int64, error) {
 	}
 	return 0, errors.New("no used_memory in INFO")
 }
+
+// distinctScript: ZADD member at minute ARGV[1] (unless ARGV[2] is ""),
+// drop members older than ARGV[4] minutes, count those within ARGV[3].
+var distinctScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local hist = tonumber(ARGV[4])
+if ARGV[2] ~= "" then
+  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - hist)
+  redis.call('EXPIRE', KEYS[1], hist * 60 + 120)
+end
+return redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[3])), now)
+`)
+
+func (s *Redis) Distinct(ctx context.Context, now time.Time, key, member string, window time.Duration) (int, error) {
+	if member != "" {
+		member = NormalizeKey(member)
+	}
+	n, err := distinctScript.Run(ctx, s.c, []string{"sluice:d:{" + NormalizeKey(key) + "}"},
+		minuteOf(now), member, windowMinutes(window), int64(History/time.Minute)).Int()
+	return n, wrap(err)
+}

@@ -43,6 +43,11 @@ type Store interface {
 	// on Redis, pipelined over the keys).
 	Count(ctx context.Context, now time.Time, n int, keys []string, windows []time.Duration) ([][]int, error)
 
+	// Distinct records member under key at now (unless member is "") and
+	// returns how many distinct members key saw within window, e.g. the
+	// sender addresses one SMTP user used in the last hour.
+	Distinct(ctx context.Context, now time.Time, key, member string, window time.Duration) (int, error)
+
 	// ListAdd puts an entry on a list, replacing one with the same key.
 	ListAdd(ctx context.Context, e Entry) error
 	// ListRemove takes a key off a list; it reports whether it was there.
