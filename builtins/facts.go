@@ -2,12 +2,17 @@ package builtins
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // lookupTimeout bounds one DNS lookup when the caller gave no deadline.
@@ -88,6 +93,18 @@ func coreFacts() []Fact {
 			Compute: constant(0)},
 		{Name: "hourly_attempts", Type: Int, Phase: Mail, Doc: "messages tried (MAIL FROM) by this SMTP user (or client IP) in the last 60 minutes, refused ones included, sliding",
 			Compute: constant(0)},
+		{Name: "distinct_senders", Type: Int, Phase: Mail, Doc: "distinct envelope senders this SMTP user (or client IP) used in the last 60 minutes, this one included",
+			Compute: constant(0)},
+		{Name: "fingerprint", Type: String, Phase: Data, Doc: "hash of the subject and text with digits and white space folded: equal for messages that differ only in times and counters",
+			Compute: func(m *Message) (any, error) { return Fingerprint(m.Header().Subject(), m.Body().Text), nil }},
+		{Name: "repeated_messages", Type: Int, Phase: Data, Doc: "messages with this fingerprint this SMTP user (or client IP) had accepted in the last 60 minutes",
+			Compute: constant(0)},
+		{Name: "unknown_recipients", Type: Int, Phase: Mail, Doc: "deliveries of this SMTP user's (or client IP's) mail refused with 5.1.x (no such user or domain) in the last 24 hours",
+			Compute: constant(0)},
+		{Name: "bounce_rate", Type: Float, Phase: Mail, Doc: "share of this SMTP user's (or client IP's) deliveries in the last 24 hours that bounced, 0 to 1",
+			Compute: constant(0.0)},
+		{Name: "complaint_rate", Type: Float, Phase: Mail, Doc: "complaints (feedback reports) per delivered message of this SMTP user (or client IP) in the last 24 hours",
+			Compute: constant(0.0)},
 		{Name: "daily_sent", Type: Int, Phase: Mail, Doc: "messages relayed for this SMTP user (or client IP) in the last 24 hours, sliding",
 			Compute: constant(0)},
 		{Name: "domain_allowed", Type: Bool, Phase: Data, Doc: "the From domain is one this SMTP user may send from",
@@ -186,6 +203,10 @@ func coreFuncs() []Func {
 			Doc:    "value is on the named list: a static list from the rules directory, else a dynamic one (bounces, unsubscribes, blocked)",
 			Params: []Type{String, String}, Result: Bool,
 			Call: func(m *Message, a []any) any { return m.inList(str(a[0]), str(a[1])) }},
+		{Name: "count", Signature: "count(counter, key, window) int", Phase: Connect,
+			Doc:    `accepted messages counted under counter and key within window ("10m", "1h", "1d"); the relay counts every key a rule asked about once the message is accepted, e.g. count("rcpt_domain", rcpt_domain, "1h")`,
+			Params: []Type{String, String, String}, Result: Int,
+			Call: func(m *Message, a []any) any { return m.count(str(a[0]), str(a[1]), str(a[2])) }},
 		{Name: "local_part", Signature: "local_part(addr) string", Phase: Connect,
 			Doc: "part of addr before the '@', lower case", Params: []Type{String}, Result: String,
 			Call: func(_ *Message, a []any) any { return LocalPart(str(a[0])) }},
@@ -196,6 +217,70 @@ func coreFuncs() []Func {
 			Doc: `part of addr after the '@', lower case; "" if none`, Params: []Type{String}, Result: String,
 			Call: func(_ *Message, a []any) any { return Domain(str(a[0])) }},
 	}
+}
+
+// count answers count(counter, key, window).
+func (m *Message) count(counter, key, window string) int {
+	w, err := ParseWindow(window)
+	if err != nil {
+		m.Fail(err)
+		return 0
+	}
+	if m.in.Counters == nil {
+		return 0
+	}
+	n, err := m.in.Counters.Count(m.ctx, counter, key, w)
+	if err != nil {
+		m.Fail(err)
+		return 0
+	}
+	return n
+}
+
+// ParseWindow reads a count() window: 30s, 10m, 1h, 1d (at most a day).
+func ParseWindow(s string) (time.Duration, error) {
+	var d time.Duration
+	var err error
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var f float64
+		f, err = strconv.ParseFloat(n, 64)
+		d = time.Duration(f * float64(24*time.Hour))
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d <= 0 || d > 24*time.Hour {
+		return 0, fmt.Errorf("count window %q: want a duration up to a day, e.g. 10m, 1h, 1d", s)
+	}
+	return d, nil
+}
+
+// Fingerprint hashes a message's subject and text with digits removed and
+// white space folded, so the same cron noise with a new timestamp matches.
+func Fingerprint(subject, text string) string {
+	h := sha256.New()
+	fold := func(s string) {
+		space := false
+		for _, r := range strings.ToLower(s) {
+			switch {
+			case r >= '0' && r <= '9':
+				continue
+			case unicode.IsSpace(r):
+				space = true
+				continue
+			}
+			if space {
+				h.Write([]byte{' '})
+				space = false
+			}
+			var b [4]byte
+			n := utf8.EncodeRune(b[:], r)
+			h.Write(b[:n])
+		}
+	}
+	fold(subject)
+	h.Write([]byte{0})
+	fold(text)
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 func (m *Message) inList(name, value string) bool {

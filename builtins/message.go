@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"time"
 )
 
 // Resolver looks up PTR names; *net.Resolver satisfies it.
@@ -15,6 +16,13 @@ type Resolver interface {
 // bounces, unsubscribes, blocked, ...).
 type ListSource interface {
 	InList(ctx context.Context, name, value string) (bool, error)
+}
+
+// Counters answers count() from the relay's store: events counted under
+// counter and key within window. Without one, count() is 0 (fixtures give
+// values with context.counts).
+type Counters interface {
+	Count(ctx context.Context, counter, key string, window time.Duration) (int, error)
 }
 
 // StaticLists answers in_list for the lists defined in the rules directory.
@@ -50,6 +58,7 @@ type Input struct {
 
 	Resolver Resolver
 	Lists    ListSource
+	Counters Counters
 	Limits   Limits
 
 	// Session is the caller's own state for this connection (the relay's

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -48,6 +49,9 @@ type Context struct {
 	Rcpts    []string            `yaml:"rcpts"`
 	Facts    map[string]any      `yaml:"facts"`
 	Lists    map[string][]string `yaml:"lists"` // dynamic lists (bounces, unsubscribes, ...) as the store would hold them
+	// Counts are what count(counter, key, window) answers, by
+	// "counter:key" whatever the window, e.g. {"rcpt_domain:gmail.com": 120}.
+	Counts map[string]int `yaml:"counts"`
 }
 
 // Expect is what must hold of the verdict; every key is optional.
@@ -330,7 +334,17 @@ func (ctx *Context) Input(reg *builtins.Registry, raw []byte) (*builtins.Input, 
 	if len(ctx.Lists) > 0 {
 		in.Lists = mapLists(ctx.Lists)
 	}
+	if len(ctx.Counts) > 0 {
+		in.Counters = mapCounts(ctx.Counts)
+	}
 	return in, env, nil
+}
+
+// mapCounts answers count() for fixtures.
+type mapCounts map[string]int
+
+func (m mapCounts) Count(_ context.Context, counter, key string, _ time.Duration) (int, error) {
+	return m[counter+":"+strings.ToLower(strings.TrimSpace(key))], nil
 }
 
 // mapLists is a ListSource for fixtures: the dynamic lists a case says the

@@ -239,6 +239,7 @@ func (d *deliverer) attempt(id string) {
 			r.Status = StatusFailed
 		}
 		s.recordBounce(env, r, res)
+		s.recordDelivery(env, res)
 		s.log.Info("delivery", "id", id, "rcpt", r.Addr, "status", r.Status, "code", res.code, "enhanced", res.enhanced, "remote", res.remote, "detail", res.detail, "attempt", env.Attempts)
 	}
 	still := 0

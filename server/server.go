@@ -131,6 +131,7 @@ func (s *Server) plugFacts() {
 		}
 		return c[1], nil
 	}))
+	must(s.plugReputation())
 	must(s.reg.SetCompute("hourly_attempts", func(m *builtins.Message) (any, error) {
 		return s.attempts(m)
 	}))

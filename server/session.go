@@ -32,11 +32,14 @@ type connInfo struct {
 	// counts caches hourly_sent and daily_sent for transaction countsFor.
 	countsFor string
 	counts    []int
+	// pending are the count() keys read for the current message, with the
+	// recipient each was read for ("" for the message).
+	pending map[string]string
 }
 
 func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 	ci := &connInfo{s: s, ip: ip, mode: mode}
-	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, Lists: storeLists{s}, Session: ci}
+	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, Lists: storeLists{s}, Counters: ci, Session: ci}
 	if ci.in.Resolver == nil {
 		ci.in.Resolver = defaultResolver{}
 	}
@@ -232,6 +235,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: replyText(fmt.Sprintf("Message too big: the limit is %d bytes", cfg.Limits.MaxMessageBytes), id)}
 	}
 	ss.ci.in.TLS = ss.tlsOn()
+	clear(ss.ci.pending)
 	r := ss.ci.txn.Mail(from)
 	ss.ci.flush()
 	if r != nil {
@@ -311,7 +315,7 @@ func (ss *session) Data(r io.Reader) error {
 		ss.s.log.Error("spool write failed: message refused with 451", "id", v.ID, "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
 	}
-	ss.s.countSent(ss.ci.in)
+	ss.s.countSent(ss.ci, ss.rcpts)
 	if area == AreaQueue {
 		ss.s.delivery.enqueue(v.ID, env.NextAttempt)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}

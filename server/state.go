@@ -70,14 +70,16 @@ func OpenStore(c *Config) (store.Store, error) {
 	return store.OpenEmbedded(c.Store.Path)
 }
 
-// counterKey is whose sending hourly_sent and daily_sent count: the SMTP
-// user, or the client address without AUTH.
-func counterKey(in *builtins.Input) string {
-	if in.SMTPUser != "" {
-		return "sent:user:" + in.SMTPUser
+// senderKey names whose sending is counted: the SMTP user, or the client
+// address without AUTH.
+func senderKey(user, ip string) string {
+	if user != "" {
+		return "user:" + user
 	}
-	return "sent:ip:" + in.ClientIP
+	return "ip:" + ip
 }
+
+func counterKey(in *builtins.Input) string { return "sent:" + senderKey(in.SMTPUser, in.ClientIP) }
 
 var sentWindows = []time.Duration{time.Hour, 24 * time.Hour}
 
@@ -112,7 +114,7 @@ func (s *Server) attempts(m *builtins.Message) (int, error) {
 	in := m.Input()
 	ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
 	defer cancel()
-	key := "attempt:" + strings.TrimPrefix(counterKey(in), "sent:")
+	key := "attempt:" + senderKey(in.SMTPUser, in.ClientIP)
 	got, err := s.store.Count(ctx, s.opts.Now(), 1, []string{key}, []time.Duration{time.Hour})
 	if err != nil {
 		if s.cfg.Load().Store.OnFailure == "allow" {
@@ -123,12 +125,149 @@ func (s *Server) attempts(m *builtins.Message) (int, error) {
 	return got[0][0], nil
 }
 
-// countSent records an accepted message for its sender.
-func (s *Server) countSent(in *builtins.Input) {
+// countSent records an accepted message: for its sender, and under every
+// count() key the rules asked about (those of refused recipients left
+// out), in one store call.
+func (s *Server) countSent(ci *connInfo, accepted []string) {
+	keys := []string{counterKey(ci.in)}
+	ok := map[string]bool{"": true}
+	for _, r := range accepted {
+		ok[r] = true
+	}
+	for k, rcpt := range ci.pending {
+		if ok[rcpt] {
+			keys = append(keys, k)
+		}
+	}
+	clear(ci.pending)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if _, err := s.store.Count(ctx, s.opts.Now(), 1, []string{counterKey(in)}, nil); err != nil {
-		s.log.Error("store: the accepted message could not be counted", "key", counterKey(in), "err", err.Error())
+	if _, err := s.store.Count(ctx, s.opts.Now(), 1, keys, nil); err != nil {
+		s.log.Error("store: the accepted message could not be counted", "keys", keys, "err", err.Error())
+	}
+}
+
+// Count answers count(counter, key, window) for the session's message and
+// remembers the key, to count the message under it once accepted.
+func (ci *connInfo) Count(ctx context.Context, counter, key string, window time.Duration) (int, error) {
+	k := "count:" + counter + ":" + store.NormalizeKey(key)
+	return ci.read(ctx, k, window)
+}
+
+func (ci *connInfo) read(ctx context.Context, k string, window time.Duration) (int, error) {
+	if ci.pending == nil {
+		ci.pending = map[string]string{}
+	}
+	rcpt := ""
+	if ci.txn != nil {
+		rcpt = ci.txn.Message().Rcpt()
+	}
+	ci.pending[k] = rcpt
+	got, err := ci.s.store.Count(ctx, ci.s.opts.Now(), 0, []string{k}, []time.Duration{window})
+	if err != nil {
+		if ci.s.cfg.Load().Store.OnFailure == "allow" {
+			return 0, nil
+		}
+		return 0, err
+	}
+	return got[0][0], nil
+}
+
+// reputation reads counters of the sender's history in one store call.
+func (s *Server) reputation(m *builtins.Message, names ...string) ([]int, error) {
+	in := m.Input()
+	uk := senderKey(in.SMTPUser, in.ClientIP)
+	keys := make([]string, len(names))
+	for i, n := range names {
+		keys[i] = n + ":" + uk
+	}
+	ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
+	defer cancel()
+	got, err := s.store.Count(ctx, s.opts.Now(), 0, keys, []time.Duration{24 * time.Hour})
+	if err != nil {
+		if s.cfg.Load().Store.OnFailure == "allow" {
+			return make([]int, len(names)), nil
+		}
+		return nil, err
+	}
+	out := make([]int, len(names))
+	for i := range got {
+		out[i] = got[i][0]
+	}
+	return out, nil
+}
+
+// plugReputation gives the abuse facts their computation.
+func (s *Server) plugReputation() error {
+	set := func(name string, f func(m *builtins.Message) (any, error)) error { return s.reg.SetCompute(name, f) }
+	return errors.Join(
+		set("distinct_senders", func(m *builtins.Message) (any, error) {
+			in := m.Input()
+			ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
+			defer cancel()
+			n, err := s.store.Distinct(ctx, s.opts.Now(), "senders:"+senderKey(in.SMTPUser, in.ClientIP), in.MailFrom, time.Hour)
+			if err != nil && s.cfg.Load().Store.OnFailure == "allow" {
+				return 0, nil
+			}
+			return n, err
+		}),
+		set("repeated_messages", func(m *builtins.Message) (any, error) {
+			fp, err := m.ValueOf("fingerprint")
+			if err != nil {
+				return nil, err
+			}
+			in := m.Input()
+			ci, _ := in.Session.(*connInfo)
+			if ci == nil {
+				return 0, nil
+			}
+			return ci.read(m.Context(), "fp:"+senderKey(in.SMTPUser, in.ClientIP)+":"+fp.(string), time.Hour)
+		}),
+		set("unknown_recipients", func(m *builtins.Message) (any, error) {
+			c, err := s.reputation(m, "unknown_rcpt")
+			if err != nil {
+				return nil, err
+			}
+			return c[0], nil
+		}),
+		set("bounce_rate", func(m *builtins.Message) (any, error) {
+			c, err := s.reputation(m, "delivered", "bounced")
+			if err != nil {
+				return nil, err
+			}
+			if c[0]+c[1] == 0 {
+				return 0.0, nil
+			}
+			return float64(c[1]) / float64(c[0]+c[1]), nil
+		}),
+		set("complaint_rate", func(m *builtins.Message) (any, error) {
+			c, err := s.reputation(m, "delivered", "complaints")
+			if err != nil {
+				return nil, err
+			}
+			return float64(c[1]) / float64(max(c[0], 1)), nil
+		}),
+	)
+}
+
+// recordDelivery counts a recipient's delivery result for its sender's
+// bounce rate and unknown-recipient count.
+func (s *Server) recordDelivery(env *Envelope, res result) {
+	if env.Bounce || (!res.ok && !res.perm) {
+		return
+	}
+	uk := senderKey(env.User, env.ClientIP)
+	keys := []string{"delivered:" + uk}
+	if !res.ok {
+		keys = []string{"bounced:" + uk}
+		if strings.HasPrefix(res.enhanced, "5.1.") {
+			keys = append(keys, "unknown_rcpt:"+uk)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.store.Count(ctx, s.opts.Now(), 1, keys, nil); err != nil {
+		s.log.Error("store: delivery result not counted", "id", env.ID, "err", err.Error())
 	}
 }
 

@@ -207,3 +207,71 @@ func TestEscalationToALastingBlock(t *testing.T) {
 		t.Errorf("entry %+v", e)
 	}
 }
+
+// TestAbuseSignals: the seeds' abuse signals computed from the store.
+func TestAbuseSignals(t *testing.T) {
+	k := newSink(t)
+	r := startRelay(t, testConfig(t, k), `rules:
+  - senders: 'distinct_senders > 2 => block 550 5.7.1 "Too many sender addresses"'
+  - per-domain: 'count("rcpt_domain", domain(rcpt), "1h") >= 2 => block 450 4.7.1 "Too much for this domain"'
+  - noise: 'repeated_messages >= 2 => block 421 4.7.1 "The same message again"'
+`)
+	try := func(user, from, to, subject string) string {
+		c := r.dial(t, "submission")
+		login(t, c, user)
+		_, err := send(c, from, []string{to}, message(from, to, subject))
+		if err == nil {
+			return "250"
+		}
+		code, _, text := smtpCode(err)
+		return fmt.Sprint(code, " ", strings.TrimSpace(idInReply.ReplaceAllString(text, "")))
+	}
+	// Seed 003: sender1, sender2, ... from one SMTP user.
+	for i, want := range []string{"250", "250", "550 Too many sender addresses"} {
+		if got := try("ops", fmt.Sprintf("sender%d@acme.test", i+1), fmt.Sprintf("u%d@d%d.test", i, i), "hello"); got != want {
+			t.Errorf("sender %d: %s, want %s", i+1, got, want)
+		}
+	}
+	// Per recipient domain, counted only once accepted.
+	for i, want := range []string{"250", "250", "450 Too much for this domain"} {
+		if got := try("billing", "app@acme.test", fmt.Sprintf("p%d@shop.test", i), fmt.Sprint("order ", i)); got != want {
+			t.Errorf("to shop.test #%d: %s, want %s", i+1, got, want)
+		}
+	}
+	// Cron noise that differs only in its timestamps.
+	for i, want := range []string{"250", "250", "421 The same message again"} {
+		if got := try("billing", "cron@acme.test", fmt.Sprintf("admin@ops%d.test", i), fmt.Sprintf("Cron <root@server1> backup at 12:0%d", i)); got != want {
+			t.Errorf("cron #%d: %s, want %s", i+1, got, want)
+		}
+	}
+}
+
+func TestBounceRate(t *testing.T) {
+	k := newSink(t)
+	k.rcptAnswer = func(to string) error {
+		if strings.HasPrefix(to, "gone@") {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		}
+		return nil
+	}
+	r := startRelay(t, testConfig(t, k), `rules:
+  - bounces: 'bounce_rate > 0.5 and unknown_recipients >= 1 => block 550 5.7.1 "Bounce rate too high"'
+`)
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if _, err := send(c, "x@acme.test", []string{"gone@example.org"}, message("x@acme.test", "gone@example.org", "one")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := c.Mail("x@acme.test", nil)
+		if code, _, text := smtpCode(err); code == 550 && strings.HasPrefix(text, "Bounce rate too high") {
+			break
+		}
+		c.Reset()
+		if time.Now().After(deadline) {
+			t.Fatalf("bounce rate never refused: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
