@@ -57,6 +57,7 @@ fuzz:
 	$(GO) test ./builtins -run '^$$' -fuzz FuzzParseHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./builtins -run '^$$' -fuzz FuzzSimpleAddress -fuzztime $(FUZZTIME)
 	$(GO) test ./engine -run '^$$' -fuzz FuzzMultiMatcher -fuzztime $(FUZZTIME)
+	$(GO) test ./server -run '^$$' -fuzz FuzzParseReport -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

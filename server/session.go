@@ -316,11 +316,26 @@ func (ss *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
 	}
 	ss.s.countSent(ss.ci, ss.rcpts)
+	ss.s.rememberMessage(v.ID, ss.ci.in, ss.from)
+	if ss.from == "" || ss.toLocal() {
+		ss.s.applyReport(v.ID, raw) // a bounce or complaint coming back
+	}
 	if area == AreaQueue {
 		ss.s.delivery.enqueue(v.ID, env.NextAttempt)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: replyText(v.Text, v.ID)}
+}
+
+// toLocal reports whether a recipient is in a local domain.
+func (ss *session) toLocal() bool {
+	cfg := ss.s.cfg.Load()
+	for _, r := range ss.rcpts {
+		if cfg.isLocalDomain(builtins.Domain(r)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (ss *session) Reset() {

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/store"
+)
+
+// msgRecord is what the relay remembers of an accepted message, so that a
+// bounce or complaint that comes back days later is charged to its sender.
+type msgRecord struct {
+	User string `json:"user,omitempty"`
+	IP   string `json:"ip,omitempty"`
+	From string `json:"from,omitempty"`
+}
+
+const msgRecordTTL = 7 * 24 * time.Hour
+
+func (s *Server) rememberMessage(id string, in *builtins.Input, from string) {
+	b, _ := json.Marshal(msgRecord{User: in.SMTPUser, IP: in.ClientIP, From: from})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Put(ctx, "msg", id, b, msgRecordTTL); err != nil {
+		s.log.Warn("store: message record", "id", id, "err", err.Error())
+	}
+}
+
+// ourID finds the queue id in our own Received header inside a returned
+// message or its headers: "by HOST (sluice) with ESMTP... id ID".
+var ourID = regexp.MustCompile(`\(sluice\)\s+with\s+\S+\s+id\s+([0-9A-Z]{26})`)
+
+// report is what a DSN (RFC 3464) or feedback report (RFC 5965) says.
+type report struct {
+	kind     string // delivery-status or feedback-report
+	failed   []failedRcpt
+	feedback string // feedback type: abuse, fraud, ...
+	reporter string // Reporting-MTA or the feedback report's source
+	rcpts    []string
+	origID   string // our queue id in the returned message
+}
+
+type failedRcpt struct{ addr, status, diag string }
+
+// parseReport reads a multipart/report; nil if raw is not one.
+func parseReport(raw []byte) *report {
+	e, err := gomessage.Read(bytes.NewReader(raw))
+	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
+		return nil
+	}
+	mt, params, _ := e.Header.ContentType()
+	if mt != "multipart/report" {
+		return nil
+	}
+	r := &report{kind: strings.ToLower(params["report-type"])}
+	if r.kind != "delivery-status" && r.kind != "feedback-report" {
+		return nil
+	}
+	mr := e.MultipartReader()
+	if mr == nil {
+		return nil
+	}
+	for parts := 0; parts < 20; parts++ {
+		p, err := mr.NextPart()
+		if err != nil {
+			break
+		}
+		pt, _, _ := p.Header.ContentType()
+		body, _ := io.ReadAll(io.LimitReader(p.Body, 1<<20))
+		switch pt {
+		case "message/delivery-status", "message/global-delivery-status":
+			r.parseDSN(body)
+		case "message/feedback-report":
+			r.parseARF(body)
+		case "message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global", "message/global-headers":
+			if m := ourID.FindSubmatch(body); m != nil {
+				r.origID = string(m[1])
+			}
+			if r.kind == "feedback-report" && len(r.rcpts) == 0 {
+				if h, err := builtins.ParseHeader(body); err == nil {
+					r.rcpts = h.Addresses("To")
+				}
+			}
+		}
+	}
+	return r
+}
+
+// fieldBlocks reads the blank-line separated header blocks of a DSN.
+func fieldBlocks(b []byte) []textproto.Header {
+	var out []textproto.Header
+	br := bufio.NewReader(bytes.NewReader(bytes.TrimLeft(b, "\r\n")))
+	for len(out) < 1000 {
+		h, err := textproto.ReadHeader(br)
+		if h.Len() > 0 {
+			out = append(out, h)
+		}
+		if err != nil {
+			break
+		}
+		// skip extra blank lines between blocks
+		for {
+			c, err := br.Peek(1)
+			if err != nil || (c[0] != '\r' && c[0] != '\n') {
+				break
+			}
+			br.ReadByte()
+		}
+		if _, err := br.Peek(1); err != nil {
+			break
+		}
+	}
+	return out
+}
+
+// addrOf reads "rfc822; bob@example.org".
+func addrOf(v string) string {
+	if _, a, ok := strings.Cut(v, ";"); ok {
+		v = a
+	}
+	return store.NormalizeKey(v)
+}
+
+func (r *report) parseDSN(b []byte) {
+	blocks := fieldBlocks(b)
+	if len(blocks) == 0 {
+		return
+	}
+	r.reporter = addrOf(blocks[0].Get("Reporting-MTA"))
+	for _, h := range blocks[1:] {
+		status := strings.TrimSpace(h.Get("Status"))
+		action := strings.ToLower(strings.TrimSpace(h.Get("Action")))
+		if action != "failed" && !strings.HasPrefix(status, "5.") {
+			continue
+		}
+		addr := addrOf(h.Get("Final-Recipient"))
+		if addr == "" {
+			addr = addrOf(h.Get("Original-Recipient"))
+		}
+		if addr != "" {
+			r.failed = append(r.failed, failedRcpt{addr, status, strings.Join(strings.Fields(h.Get("Diagnostic-Code")), " ")})
+		}
+	}
+}
+
+func (r *report) parseARF(b []byte) {
+	blocks := fieldBlocks(b)
+	if len(blocks) == 0 {
+		return
+	}
+	h := blocks[0]
+	r.feedback = strings.ToLower(strings.TrimSpace(h.Get("Feedback-Type")))
+	r.reporter = strings.TrimSpace(h.Get("Reported-Domain"))
+	if r.reporter == "" {
+		r.reporter = strings.TrimSpace(h.Get("User-Agent"))
+	}
+	for _, v := range h.Values("Original-Rcpt-To") {
+		if a := store.NormalizeKey(v); a != "" {
+			r.rcpts = append(r.rcpts, a)
+		}
+	}
+}
+
+// applyReport acts on a bounce or complaint that came back to the relay:
+// failed recipients go on `bounces`, a complainant on `unsubscribes`, and
+// the original sender, when the returned message is one of ours, is
+// charged for it (bounce_rate, unknown_recipients, complaint_rate).
+func (s *Server) applyReport(id string, raw []byte) {
+	r := parseReport(raw)
+	if r == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	now := s.opts.Now()
+	var charge []string
+	var sender string
+	if r.origID != "" {
+		if b, err := s.store.Get(ctx, "msg", r.origID); err == nil && b != nil {
+			var rec msgRecord
+			if json.Unmarshal(b, &rec) == nil {
+				sender = senderKey(rec.User, rec.IP)
+			}
+		}
+	}
+	switch r.kind {
+	case "delivery-status":
+		for _, f := range r.failed {
+			if !strings.HasPrefix(f.status, "5.1.") && !strings.HasPrefix(f.status, "5.0.") {
+				continue // a policy or content refusal says nothing of the address
+			}
+			e := store.Entry{List: "bounces", Key: f.addr, Reason: strings.TrimSpace(f.status + " " + f.diag), Source: "DSN from " + orDash(r.reporter) + " (" + id + ")", Added: now}
+			if err := s.store.ListAdd(ctx, e); err != nil {
+				s.log.Error("store: bounce list", "rcpt", f.addr, "err", err.Error())
+			}
+			if sender != "" {
+				charge = append(charge, "bounced:"+sender, "unknown_rcpt:"+sender)
+			}
+		}
+	case "feedback-report":
+		for _, a := range r.rcpts {
+			e := store.Entry{List: "unsubscribes", Key: a, Reason: "complaint (" + orDash(r.feedback) + ")", Source: "feedback report from " + orDash(r.reporter) + " (" + id + ")", Added: now}
+			if err := s.store.ListAdd(ctx, e); err != nil {
+				s.log.Error("store: unsubscribe list", "rcpt", a, "err", err.Error())
+			}
+		}
+		if sender != "" {
+			charge = append(charge, "complaints:"+sender)
+		}
+	}
+	if len(charge) > 0 {
+		s.store.Count(ctx, now, 1, charge, nil)
+	}
+	s.log.Info("report applied", "id", id, "kind", r.kind, "failed", len(r.failed), "complainants", len(r.rcpts), "original", r.origID, "sender", sender)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
