@@ -46,7 +46,9 @@ type Config struct {
 	Limits   Limits      `yaml:"limits"`
 	Delivery Delivery    `yaml:"delivery"`
 	Store    StoreConfig `yaml:"store"`
-	Accounts []Account   `yaml:"accounts"`
+	// Unsubscribe is the RFC 8058 one-click unsubscribe endpoint.
+	Unsubscribe UnsubscribeConfig `yaml:"unsubscribe"`
+	Accounts    []Account         `yaml:"accounts"`
 
 	// derived
 	authCache authCache
@@ -287,6 +289,9 @@ func (c *Config) finish() error {
 	setDefault(&d.Port, 25)
 
 	if err := c.finishStore(); err != nil {
+		return err
+	}
+	if err := c.finishUnsubscribe(); err != nil {
 		return err
 	}
 	c.users = map[string]*User{}

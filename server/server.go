@@ -49,8 +49,12 @@ type Server struct {
 	tls      atomic.Pointer[tls.Config]
 	store    store.Store
 	ids      *engine.IDSource
-	throttle atomic.Pointer[authThrottle]
-	delivery *deliverer
+	unsubKey []byte
+	// UnsubscribeAddr is where the unsubscribe endpoint listens, once
+	// started (nil when off).
+	UnsubscribeAddr net.Addr
+	throttle        atomic.Pointer[authThrottle]
+	delivery        *deliverer
 
 	mu       sync.Mutex
 	open     map[*trackedConn]bool
@@ -107,6 +111,11 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	}
 	s.tls.Store(tc)
 	s.delivery = newDeliverer(s)
+	if cfg.Unsubscribe.Listen != "" {
+		if s.unsubKey, err = unsubscribeKey(cfg); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -195,6 +204,14 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 			}
 		}()
 		out = append(out, Listening{Addr: ln.Addr(), Mode: l.Mode})
+	}
+	var err error
+	if s.UnsubscribeAddr, err = s.serveUnsubscribe(ctx); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	if s.UnsubscribeAddr != nil {
+		out = append(out, Listening{Addr: s.UnsubscribeAddr, Mode: "unsubscribe (http)"})
 	}
 	if err := s.serveAdmin(ctx); err != nil {
 		s.log.Warn("admin socket not available; `sluice list` needs the relay stopped", "err", err.Error())

@@ -390,6 +390,15 @@ func (s *Server) stamp(ss *session, v *engine.Verdict, raw []byte) []byte {
 		results = append(results, "none")
 	}
 	fmt.Fprintf(&h, "Authentication-Results: %s; %s\r\n", cfg.Hostname, strings.Join(results, ";\r\n\t"))
+	if cfg.Unsubscribe.Stamp && len(ss.rcpts) == 1 && ss.from != "" {
+		if !ss.ci.txn.Message().Header().Has("List-Unsubscribe") { // parsed once, for the rules
+			account := ""
+			if ss.user != nil {
+				account = ss.user.account.Name
+			}
+			h.WriteString(s.unsubscribeHeaders(ss.rcpts[0], account))
+		}
+	}
 	th := ss.ci.txn.RuleSet().Thresholds()
 	if v.Action == engine.Tag || (v.Action == engine.Hold && th.Tag != nil && v.Score >= *th.Tag) {
 		var rules []string
