@@ -184,12 +184,15 @@ func (s *Server) applyReport(id string, raw []byte) {
 	defer cancel()
 	now := s.opts.Now()
 	var charge []string
-	var sender string
+	sender, unsubList := "", "unsubscribes"
 	if r.origID != "" {
 		if b, err := s.store.Get(ctx, "msg", r.origID); err == nil && b != nil {
 			var rec msgRecord
 			if json.Unmarshal(b, &rec) == nil {
 				sender = senderKey(rec.User, rec.IP)
+				if u := s.cfg.Load().users[rec.User]; u != nil {
+					unsubList = accountList("unsubscribes", u.account.Name) // a complaint is about this account's mail
+				}
 			}
 		}
 	}
@@ -209,7 +212,7 @@ func (s *Server) applyReport(id string, raw []byte) {
 		}
 	case "feedback-report":
 		for _, a := range r.rcpts {
-			e := store.Entry{List: "unsubscribes", Key: a, Reason: "complaint (" + orDash(r.feedback) + ")", Source: "feedback report from " + orDash(r.reporter) + " (" + id + ")", Added: now}
+			e := store.Entry{List: unsubList, Key: a, Reason: "complaint (" + orDash(r.feedback) + ")", Source: "feedback report from " + orDash(r.reporter) + " (" + id + ")", Added: now}
 			if err := s.store.ListAdd(ctx, e); err != nil {
 				s.log.Error("store: unsubscribe list", "rcpt", a, "err", err.Error())
 			}

@@ -46,7 +46,7 @@ func TestReportsComeBack(t *testing.T) {
 	if e == nil || !strings.Contains(e.Reason, "5.1.1") || !strings.HasPrefix(e.Source, "DSN from mx.example.org") {
 		t.Errorf("bounces entry %+v", e)
 	}
-	e, _ = r.srv.store.ListGet(ctx, "unsubscribes", "carol@example.org", now)
+	e, _ = r.srv.store.ListGet(ctx, "unsubscribes:acme", "carol@example.org", now) // ops is of account acme
 	if e == nil || e.Reason != "complaint (abuse)" || !strings.HasPrefix(e.Source, "feedback report from acme.test") {
 		t.Errorf("unsubscribes entry %+v", e)
 	}

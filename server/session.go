@@ -39,7 +39,7 @@ type connInfo struct {
 
 func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 	ci := &connInfo{s: s, ip: ip, mode: mode}
-	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, Lists: storeLists{s}, Counters: ci, Session: ci}
+	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, Lists: storeLists{s: s, ci: ci}, Counters: ci, Session: ci}
 	if ci.in.Resolver == nil {
 		ci.in.Resolver = defaultResolver{}
 	}

@@ -271,8 +271,16 @@ func (s *Server) recordDelivery(env *Envelope, res result) {
 	}
 }
 
-// storeLists answers in_list for the dynamic lists.
-type storeLists struct{ s *Server }
+// storeLists answers in_list for the dynamic lists of a session: the
+// system-wide list NAME, and the list NAME:ACCOUNT of the SMTP user's
+// account (seed 004's "account's Unsubscribe list").
+type storeLists struct {
+	s  *Server
+	ci *connInfo
+}
+
+// accountList is the name of an account's own list.
+func accountList(name, account string) string { return name + ":" + account }
 
 func (l storeLists) InList(ctx context.Context, name, value string) (bool, error) {
 	if value == "" {
@@ -281,6 +289,11 @@ func (l storeLists) InList(ctx context.Context, name, value string) (bool, error
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	e, err := l.s.store.ListGet(ctx, name, value, l.s.opts.Now())
+	if err == nil && e == nil && l.ci != nil && l.ci.in.SMTPUser != "" {
+		if u := l.s.cfg.Load().users[l.ci.in.SMTPUser]; u != nil {
+			e, err = l.s.store.ListGet(ctx, accountList(name, u.account.Name), value, l.s.opts.Now())
+		}
+	}
 	if err != nil {
 		if l.s.cfg.Load().Store.OnFailure == "allow" {
 			l.s.log.Warn("store unavailable: list read as empty (on_failure: allow)", "list", name, "err", err.Error())

@@ -161,9 +161,10 @@ func (s *Server) serveUnsubscribe(ctx context.Context) (net.Addr, error) {
 				unsubscribePage.Execute(w, page{Err: "expected List-Unsubscribe=One-Click (RFC 8058)"})
 				return
 			}
+			// The recipient asked this sender's account to stop: its list.
 			e := store.Entry{List: "unsubscribes", Key: rcpt, Reason: "one-click unsubscribe", Source: "RFC 8058 link", Added: s.opts.Now()}
 			if account != "" {
-				e.Reason += " (account " + account + ")"
+				e.List = accountList("unsubscribes", account)
 			}
 			if err := s.store.ListAdd(r.Context(), e); err != nil {
 				s.log.Error("unsubscribe", "rcpt", rcpt, "err", err.Error())
@@ -171,7 +172,7 @@ func (s *Server) serveUnsubscribe(ctx context.Context) (net.Addr, error) {
 				unsubscribePage.Execute(w, page{Err: "Please try again in a few minutes."})
 				return
 			}
-			s.log.Info("list: added", "list", "unsubscribes", "key", rcpt, "source", "RFC 8058 link")
+			s.log.Info("list: added", "list", e.List, "key", rcpt, "source", "RFC 8058 link")
 			unsubscribePage.Execute(w, page{Rcpt: rcpt, Done: true})
 		default:
 			w.WriteHeader(http.StatusMethodNotAllowed)

@@ -14,6 +14,7 @@ func TestOneClickUnsubscribe(t *testing.T) {
 	k := newSink(t)
 	cfg := testConfig(t, k)
 	cfg.Unsubscribe = UnsubscribeConfig{Listen: "127.0.0.1:0", URL: "https://relay.test/unsubscribe", Stamp: true}
+	cfg.Accounts = append(cfg.Accounts, Account{Name: "other", Domains: []string{"other.test"}, Users: []User{{Name: "other-app", PasswordHash: testHash}}})
 	r := startRelay(t, cfg, `rules:
   - unsubscribed: 'in_list("unsubscribes", rcpt) => block 550 5.7.1 "Email address is on account''s Unsubscribe list."'
 `)
@@ -55,6 +56,12 @@ func TestOneClickUnsubscribe(t *testing.T) {
 	_, err = send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", "news 3"))
 	if code, _, text := smtpCode(err); code != 550 || !strings.HasPrefix(text, "Email address is on account's Unsubscribe list.") {
 		t.Errorf("after unsubscribing: %v", err)
+	}
+	// It was acme's mail the recipient stopped: another account may still write.
+	c2 := r.dial(t, "submission")
+	login(t, c2, "other-app")
+	if _, err := send(c2, "y@other.test", []string{"bob@example.org"}, message("y@other.test", "bob@example.org", "other")); err != nil {
+		t.Errorf("another account's mail: %v", err)
 	}
 	// An expired link.
 	old := unsubscribeToken(r.srv.unsubKey, "carol@example.org", "acme", time.Now().Add(-time.Hour))
