@@ -257,10 +257,13 @@ func ParseWindow(s string) (time.Duration, error) {
 // Fingerprint hashes a message's subject and text with digits removed and
 // white space folded, so the same cron noise with a new timestamp matches.
 func Fingerprint(subject, text string) string {
-	h := sha256.New()
+	buf := make([]byte, 0, min(len(subject)+len(text), 64<<10)+2)
 	fold := func(s string) {
 		space := false
-		for _, r := range strings.ToLower(s) {
+		for _, r := range s {
+			if len(buf) >= 64<<10 { // enough to tell messages apart
+				return
+			}
 			switch {
 			case r >= '0' && r <= '9':
 				continue
@@ -269,18 +272,17 @@ func Fingerprint(subject, text string) string {
 				continue
 			}
 			if space {
-				h.Write([]byte{' '})
+				buf = append(buf, ' ')
 				space = false
 			}
-			var b [4]byte
-			n := utf8.EncodeRune(b[:], r)
-			h.Write(b[:n])
+			buf = utf8.AppendRune(buf, unicode.ToLower(r))
 		}
 	}
 	fold(subject)
-	h.Write([]byte{0})
+	buf = append(buf, 0)
 	fold(text)
-	return hex.EncodeToString(h.Sum(nil)[:12])
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:12])
 }
 
 func (m *Message) inList(name, value string) bool {

@@ -286,3 +286,12 @@ func TestFactsComputedOnceAndInvalidated(t *testing.T) {
 		t.Errorf("override: %v, computed %d times", v, n)
 	}
 }
+
+func TestFingerprint(t *testing.T) {
+	a := Fingerprint("Cron <root@server1> backup", "Backup at 12:01:07 wrote 412 MB\n\nok")
+	b := Fingerprint("CRON <root@server1>   backup", "Backup at 13:55:42 wrote 413 MB ok")
+	c := Fingerprint("Cron <root@server1> backup", "Backup FAILED at 12:01")
+	if a != b || a == c || len(a) != 24 {
+		t.Errorf("fingerprints %s %s %s", a, b, c)
+	}
+}

@@ -123,10 +123,45 @@ func (s *Spool) Put(area string, env *Envelope, data []byte) error {
 	if !validID(env.ID) {
 		return fmt.Errorf("spool: bad id %q", env.ID)
 	}
+	if s.group != nil {
+		// Written in place, without temporary files and renames: until
+		// the group sync returns nothing was acknowledged, and Recover
+		// removes what a crash cut short (an .env that does not parse, a
+		// .msg without .env).
+		if err := s.writeNew(s.path(area, env.ID, ".msg"), data); err != nil {
+			return err
+		}
+		b, err := json.MarshalIndent(env, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := s.writeNew(s.path(area, env.ID, ".env"), b); err != nil {
+			os.Remove(s.path(area, env.ID, ".msg"))
+			return err
+		}
+		return s.Sync()
+	}
 	if err := s.writeFile(s.path(area, env.ID, ".msg"), data, true); err != nil {
 		return err
 	}
 	return s.putEnvelope(area, env)
+}
+
+// writeNew creates path, which must not exist, with data.
+func (s *Spool) writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
 }
 
 // putEnvelope writes the envelope, which commits the message, and returns
@@ -306,6 +341,19 @@ func (s *Spool) Recover() ([]string, error) {
 			return did, err
 		}
 		for _, id := range ids {
+			env, err := s.Envelope(area, id)
+			if err == nil {
+				if st, serr := os.Stat(s.path(area, id, ".msg")); serr == nil && env.Size > 0 && st.Size() != int64(env.Size) {
+					err = fmt.Errorf("content is %d bytes, the envelope says %d", st.Size(), env.Size)
+				}
+			}
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				// Cut short by a crash before the sync: never acknowledged.
+				os.Remove(s.path(area, id, ".env"))
+				os.Remove(s.path(area, id, ".msg"))
+				did = append(did, fmt.Sprintf("%s: removed an envelope a crash cut short (never acknowledged)", id))
+				continue
+			}
 			if _, err := os.Stat(s.path(area, id, ".msg")); err == nil {
 				continue
 			}

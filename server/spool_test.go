@@ -25,6 +25,12 @@ func TestSpoolRecover(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "tmp", "OK2.msg.123"), []byte("x"), 0o644)
 	// A crash mid-move from hold to queue: the content moved, the envelope not.
 	os.Rename(filepath.Join(dir, AreaHold, "MOVED.msg"), filepath.Join(dir, AreaQueue, "MOVED.msg"))
+	// A crash in the middle of writing an envelope.
+	os.WriteFile(filepath.Join(dir, AreaQueue, "TORN.msg"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(dir, AreaQueue, "TORN.env"), []byte(`{"id": "TO`), 0o644)
+	// An envelope written before a crash, its content not.
+	os.WriteFile(filepath.Join(dir, AreaQueue, "SHORT.msg"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, AreaQueue, "SHORT.env"), []byte(`{"id": "SHORT", "size": 120}`), 0o644)
 	// An envelope whose content is gone for good.
 	os.WriteFile(filepath.Join(dir, AreaQueue, "LOST.env"), []byte("{}"), 0o644)
 
@@ -32,7 +38,7 @@ func TestSpoolRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(did) != 4 {
+	if len(did) != 6 {
 		t.Errorf("recovery did %q", did)
 	}
 	if ids, _ := sp.List(AreaQueue); len(ids) != 1 || ids[0] != "OK1" {
