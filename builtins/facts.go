@@ -95,7 +95,7 @@ func coreFacts() []Fact {
 			Compute: constant(0)},
 		{Name: "distinct_senders", Type: Int, Phase: Mail, Doc: "distinct envelope senders this SMTP user (or client IP) used in the last 60 minutes, this one included",
 			Compute: constant(0)},
-		{Name: "fingerprint", Type: String, Phase: Data, Doc: "hash of the subject and text with digits and white space folded: equal for messages that differ only in times and counters",
+		{Name: "fingerprint", Type: String, Phase: Data, Doc: "hash of the subject and the start of the text (4 KB) with digits and white space folded: equal for messages that differ only in times and counters",
 			Compute: func(m *Message) (any, error) { return Fingerprint(m.Header().Subject(), m.Body().Text), nil }},
 		{Name: "repeated_messages", Type: Int, Phase: Data, Doc: "messages with this fingerprint this SMTP user (or client IP) had accepted in the last 60 minutes",
 			Compute: constant(0)},
@@ -257,17 +257,32 @@ func ParseWindow(s string) (time.Duration, error) {
 // Fingerprint hashes a message's subject and text with digits removed and
 // white space folded, so the same cron noise with a new timestamp matches.
 func Fingerprint(subject, text string) string {
-	buf := make([]byte, 0, min(len(subject)+len(text), 64<<10)+2)
+	buf := make([]byte, 0, min(len(subject)+len(text), 4<<10)+2)
 	fold := func(s string) {
 		space := false
-		for _, r := range s {
-			if len(buf) >= 64<<10 { // enough to tell messages apart
-				return
-			}
-			switch {
-			case r >= '0' && r <= '9':
+		for i := 0; i < len(s) && len(buf) < 4<<10; { // the first 4 KB tell messages apart
+			c := s[i]
+			if c < utf8.RuneSelf { // ASCII, nearly all of it
+				i++
+				switch {
+				case c >= '0' && c <= '9':
+					continue
+				case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+					space = true
+					continue
+				case c >= 'A' && c <= 'Z':
+					c += 'a' - 'A'
+				}
+				if space {
+					buf = append(buf, ' ')
+					space = false
+				}
+				buf = append(buf, c)
 				continue
-			case unicode.IsSpace(r):
+			}
+			r, n := utf8.DecodeRuneInString(s[i:])
+			i += n
+			if unicode.IsSpace(r) {
 				space = true
 				continue
 			}

@@ -37,6 +37,46 @@ type deliverer struct {
 	wake   chan struct{}
 	stopCh chan struct{}
 	wg     sync.WaitGroup
+	// fresh holds messages just spooled, so their first attempt does not
+	// read back from disk what it just wrote; bounded by freshMax bytes.
+	fresh      map[string]freshMsg
+	freshBytes int
+	dirs       sync.Map // local delivery folders known to exist
+}
+
+type freshMsg struct {
+	env *Envelope
+	msg []byte
+}
+
+const freshMax = 64 << 20
+
+// enqueueFresh queues a message just spooled, keeping it in memory for
+// its first attempt.
+func (d *deliverer) enqueueFresh(env *Envelope, msg []byte) {
+	d.mu.Lock()
+	if d.freshBytes+len(msg) <= freshMax {
+		if d.fresh == nil {
+			d.fresh = map[string]freshMsg{}
+		}
+		e := *env
+		e.Rcpts = append([]RcptState(nil), env.Rcpts...)
+		d.fresh[env.ID] = freshMsg{&e, msg}
+		d.freshBytes += len(msg)
+	}
+	d.mu.Unlock()
+	d.enqueue(env.ID, env.NextAttempt)
+}
+
+func (d *deliverer) takeFresh(id string) (freshMsg, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, ok := d.fresh[id]
+	if ok {
+		delete(d.fresh, id)
+		d.freshBytes -= len(f.msg)
+	}
+	return f, ok
 }
 
 func newDeliverer(s *Server) *deliverer {
@@ -191,6 +231,27 @@ func (d *deliverer) worker(work <-chan string) {
 	}
 }
 
+// load reads a queued message: from memory on its first attempt, else from
+// the spool.
+func (d *deliverer) load(id string) (*Envelope, []byte, bool) {
+	if f, ok := d.takeFresh(id); ok {
+		return f.env, f.msg, true
+	}
+	env, err := d.s.spool.Envelope(AreaQueue, id)
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			d.s.log.Error("delivery: reading envelope", "id", id, "err", err)
+		}
+		return nil, nil, false
+	}
+	msg, err := d.s.spool.Message(AreaQueue, id)
+	if err != nil {
+		d.s.log.Error("delivery: reading message", "id", id, "err", err)
+		return nil, nil, false
+	}
+	return env, msg, true
+}
+
 // result is the outcome of one recipient in one attempt.
 type result struct {
 	code     int
@@ -203,16 +264,8 @@ type result struct {
 
 func (d *deliverer) attempt(id string) {
 	s := d.s
-	env, err := s.spool.Envelope(AreaQueue, id)
-	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
-			s.log.Error("delivery: reading envelope", "id", id, "err", err)
-		}
-		return
-	}
-	msg, err := s.spool.Message(AreaQueue, id)
-	if err != nil {
-		s.log.Error("delivery: reading message", "id", id, "err", err)
+	env, msg, ok := d.load(id)
+	if !ok {
 		return
 	}
 	cfg := s.cfg.Load()
@@ -321,7 +374,7 @@ func (d *deliverer) deliver(cfg *Config, env *Envelope, msg []byte, rcpts []stri
 	switch cfg.Delivery.Mode {
 	case "local":
 		for _, r := range rcpts {
-			out[r] = deliverLocal(cfg.Delivery.LocalDir, env, msg, r, !d.s.spool.NoSync && d.s.spool.group == nil)
+			out[r] = d.deliverLocal(cfg.Delivery.LocalDir, env, msg, r, !d.s.spool.NoSync && d.s.spool.group == nil)
 		}
 		// The delivered files must be durable before the spool forgets
 		// the message.
@@ -358,7 +411,7 @@ func (d *deliverer) deliver(cfg *Config, env *Envelope, msg []byte, rcpts []stri
 // deliverLocal writes the message for rcpt into dir/RCPT/ID.eml: the
 // built-in target of the embedded default. Writing the same id again
 // replaces the file, so a retried delivery never duplicates.
-func deliverLocal(dir string, env *Envelope, msg []byte, rcpt string, sync bool) result {
+func (d *deliverer) deliverLocal(dir string, env *Envelope, msg []byte, rcpt string, sync bool) result {
 	folder := strings.Map(func(r rune) rune {
 		if r == '/' || r == '\\' || r < 0x20 || r == 0 {
 			return '_'
@@ -369,8 +422,11 @@ func deliverLocal(dir string, env *Envelope, msg []byte, rcpt string, sync bool)
 		folder = "_"
 	}
 	path := filepath.Join(dir, folder, env.ID+".eml")
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return result{code: 451, enhanced: "4.3.0", detail: err.Error(), remote: "local"}
+	if _, known := d.dirs.Load(filepath.Dir(path)); !known {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return result{code: 451, enhanced: "4.3.0", detail: err.Error(), remote: "local"}
+		}
+		d.dirs.Store(filepath.Dir(path), true)
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", env.From, rcpt)
@@ -391,6 +447,7 @@ func deliverLocal(dir string, env *Envelope, msg []byte, rcpt string, sync bool)
 	}
 	if err != nil {
 		os.Remove(tmp)
+		d.dirs.Delete(filepath.Dir(path)) // it may have been removed: make it again next time
 		return result{code: 451, enhanced: "4.3.0", detail: err.Error(), remote: "local"}
 	}
 	return result{ok: true, code: 250, enhanced: "2.0.0", detail: "delivered to " + path, remote: "local"}

@@ -321,7 +321,7 @@ func (ss *session) Data(r io.Reader) error {
 		ss.s.applyReport(v.ID, raw) // a bounce or complaint coming back
 	}
 	if area == AreaQueue {
-		ss.s.delivery.enqueue(v.ID, env.NextAttempt)
+		ss.s.delivery.enqueueFresh(env, msg)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: replyText(v.Text, v.ID)}
