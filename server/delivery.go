@@ -49,7 +49,7 @@ type freshMsg struct {
 	msg []byte
 }
 
-const freshMax = 64 << 20
+const freshMax = 16 << 20
 
 // enqueueFresh queues a message just spooled, keeping it in memory for
 // its first attempt.
