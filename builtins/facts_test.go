@@ -3,13 +3,14 @@ package builtins
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sluicemail/sluice/internal/dnstest"
 )
 
 func TestRegistryCoreFacts(t *testing.T) {
@@ -172,46 +173,10 @@ func TestLinkHosts(t *testing.T) {
 	}
 }
 
-// dnsServer serves PTR answers on 127.0.0.1 for the rdns tests.
-func dnsServer(t *testing.T, ptr map[string]string, servfail map[string]bool) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := dns.NewServeMux()
-	mux.HandleFunc(".", func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		q := req.Question[0]
-		switch {
-		case servfail[q.Name]:
-			m.Rcode = dns.RcodeServerFailure
-		case ptr[q.Name] != "" && q.Qtype == dns.TypePTR:
-			m.Answer = append(m.Answer, &dns.PTR{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: 60}, Ptr: ptr[q.Name]})
-		default:
-			m.Rcode = dns.RcodeNameError
-		}
-		_ = w.WriteMsg(m)
-	})
-	srv := &dns.Server{PacketConn: pc, Handler: mux}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
-func localResolver(addr string) *net.Resolver {
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", addr)
-	}}
-}
-
 func TestRDNS(t *testing.T) {
-	addr := dnsServer(t,
-		map[string]string{"10.113.0.203.in-addr.arpa.": "Mail.Example.COM."},
+	res := dnstest.Serve(t,
+		map[string][]dns.RR{"10.113.0.203.in-addr.arpa.": {dnstest.RR(t, "10.113.0.203.in-addr.arpa. 60 IN PTR Mail.Example.COM.")}},
 		map[string]bool{"11.113.0.203.in-addr.arpa.": true})
-	res := localResolver(addr)
 	reg := NewRegistry()
 	rdns, _ := reg.Fact("rdns")
 	none, _ := reg.Fact("rdns_none")

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"path/filepath"
@@ -11,67 +10,23 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
+
+	"github.com/sluicemail/sluice/internal/dnstest"
 )
-
-// dnsServer serves a zone on 127.0.0.1 and returns a resolver that uses it.
-func dnsServer(t *testing.T, records map[string][]dns.RR) *net.Resolver {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := dns.NewServeMux()
-	mux.HandleFunc(".", func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		m.Authoritative, m.RecursionAvailable = true, true
-		q := req.Question[0]
-		rrs, known := records[strings.ToLower(q.Name)]
-		for _, rr := range rrs {
-			if rr.Header().Rrtype == q.Qtype {
-				m.Answer = append(m.Answer, rr)
-			}
-		}
-		if !known {
-			m.Rcode = dns.RcodeNameError
-		}
-		if len(m.Answer) == 0 { // NXDOMAIN or NODATA: the zone's SOA, as real servers answer
-			m.Ns = append(m.Ns, &dns.SOA{Hdr: dns.RR_Header{Name: "test.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 60},
-				Ns: "ns.test.", Mbox: "hostmaster.test.", Serial: 1, Refresh: 60, Retry: 60, Expire: 60, Minttl: 60})
-		}
-		w.WriteMsg(m)
-	})
-	srv := &dns.Server{PacketConn: pc, Handler: mux}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-	addr := pc.LocalAddr().String()
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", addr)
-	}}
-}
-
-func rr(t *testing.T, s string) dns.RR {
-	r, err := dns.NewRR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 // TestDeliveryToMX delivers directly: MX preference with a dead first
 // host, the A record of a domain without MX, and a null MX that bounces.
 func TestDeliveryToMX(t *testing.T) {
 	k := newSink(t)
 	_, port, _ := net.SplitHostPort(k.addr)
-	res := dnsServer(t, map[string][]dns.RR{
-		"mx.test.":      {rr(t, "mx.test. 60 IN MX 10 dead.mx.test."), rr(t, "mx.test. 60 IN MX 20 live.mx.test.")},
-		"dead.mx.test.": {rr(t, "dead.mx.test. 60 IN A 127.0.0.2")}, // nothing listens there
-		"live.mx.test.": {rr(t, "live.mx.test. 60 IN A 127.0.0.1")},
-		"nomx.test.":    {rr(t, "nomx.test. 60 IN A 127.0.0.1")},
-		"nullmx.test.":  {rr(t, "nullmx.test. 60 IN MX 0 .")},
-		"acme.test.":    {rr(t, "acme.test. 60 IN MX 10 live.mx.test.")},
-	})
+	res := dnstest.Serve(t, map[string][]dns.RR{
+		"mx.test.":      {dnstest.RR(t, "mx.test. 60 IN MX 10 dead.mx.test."), dnstest.RR(t, "mx.test. 60 IN MX 20 live.mx.test.")},
+		"dead.mx.test.": {dnstest.RR(t, "dead.mx.test. 60 IN A 127.0.0.2")}, // nothing listens there
+		"live.mx.test.": {dnstest.RR(t, "live.mx.test. 60 IN A 127.0.0.1")},
+		"nomx.test.":    {dnstest.RR(t, "nomx.test. 60 IN A 127.0.0.1")},
+		"nullmx.test.":  {dnstest.RR(t, "nullmx.test. 60 IN MX 0 .")},
+		"acme.test.":    {dnstest.RR(t, "acme.test. 60 IN MX 10 live.mx.test.")},
+	}, nil)
 	cfg := testConfig(t, k)
 	cfg.Delivery = Delivery{Mode: "mx", Retry: []Duration{Duration(100 * time.Millisecond)}}
 	var p int

@@ -157,15 +157,11 @@ func listKey(list, key string) []byte {
 }
 
 func (s *Embedded) ListAdd(_ context.Context, e Entry) error {
-	if err := checkList(e.List, e.Key); err != nil {
-		return err
-	}
-	e.Key = NormalizeKey(e.Key)
-	b, err := json.Marshal(e)
+	key, b, err := encodeEntry(e)
 	if err != nil {
 		return err
 	}
-	return s.db.Set(listKey(e.List, e.Key), b, pebble.Sync)
+	return s.db.Set(listKey(e.List, key), b, pebble.Sync)
 }
 
 func (s *Embedded) ListRemove(_ context.Context, list, key string) (bool, error) {
@@ -190,9 +186,9 @@ func (s *Embedded) ListGet(_ context.Context, list, key string, now time.Time) (
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	defer closer.Close()
-	e := &Entry{}
-	if err := json.Unmarshal(v, e); err != nil {
-		return nil, fmt.Errorf("store: list %s key %s: %w", list, key, err)
+	e, err := decodeEntry(list, key, v)
+	if err != nil {
+		return nil, err
 	}
 	if !e.Live(now) {
 		return nil, nil

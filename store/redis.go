@@ -137,15 +137,11 @@ func (s *Redis) Count(ctx context.Context, now time.Time, n int, keys []string, 
 }
 
 func (s *Redis) ListAdd(ctx context.Context, e Entry) error {
-	if err := checkList(e.List, e.Key); err != nil {
-		return err
-	}
-	e.Key = NormalizeKey(e.Key)
-	b, err := json.Marshal(e)
+	key, b, err := encodeEntry(e)
 	if err != nil {
 		return err
 	}
-	return wrap(s.c.HSet(ctx, listHash(e.List), e.Key, b).Err())
+	return wrap(s.c.HSet(ctx, listHash(e.List), key, b).Err())
 }
 
 func (s *Redis) ListRemove(ctx context.Context, list, key string) (bool, error) {
@@ -161,9 +157,9 @@ func (s *Redis) ListGet(ctx context.Context, list, key string, now time.Time) (*
 	if err != nil {
 		return nil, wrap(err)
 	}
-	e := &Entry{}
-	if err := json.Unmarshal([]byte(v), e); err != nil {
-		return nil, fmt.Errorf("store: list %s key %s: %w", list, key, err)
+	e, err := decodeEntry(list, key, []byte(v))
+	if err != nil {
+		return nil, err
 	}
 	if !e.Live(now) {
 		if !e.Live(time.Now()) {

@@ -29,7 +29,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -98,6 +100,26 @@ func minuteOf(t time.Time) int64 { return t.Unix() / 60 }
 func windowMinutes(w time.Duration) int64 {
 	m := int64((w + time.Minute - 1) / time.Minute)
 	return max(1, min(m, int64(History/time.Minute)))
+}
+
+// encodeEntry checks and serializes an entry for ListAdd; it returns the
+// normalized key.
+func encodeEntry(e Entry) (string, []byte, error) {
+	if err := checkList(e.List, e.Key); err != nil {
+		return "", nil, err
+	}
+	e.Key = NormalizeKey(e.Key)
+	b, err := json.Marshal(e)
+	return e.Key, b, err
+}
+
+// decodeEntry reads a stored entry.
+func decodeEntry(list, key string, v []byte) (*Entry, error) {
+	e := &Entry{}
+	if err := json.Unmarshal(v, e); err != nil {
+		return nil, fmt.Errorf("store: list %s key %s: %w", list, key, err)
+	}
+	return e, nil
 }
 
 func checkList(list, key string) error {
