@@ -35,9 +35,9 @@ for _ in $(seq 100); do
   (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
 done
+echo "== memory: 1,000 idle sessions on the freshly started relay"
+"$work/smtpload" -addr "127.0.0.1:$port" -idle 1000 -pid $pid
 echo "== throughput: 50 clients, 10 KB messages, default rules, fsync on, $DUR"
 "$work/smtpload" -addr "127.0.0.1:$port" -c 50 -size 10240 -duration "$DUR" -users 100 -per-conn 200
-echo "== memory: 1,000 idle sessions"
-"$work/smtpload" -addr "127.0.0.1:$port" -idle 1000 -pid $pid
 delivered=$(find "$work/state/mail" -name '*.eml' | wc -l)
 echo "delivered into the local folder so far: $delivered"
