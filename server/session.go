@@ -119,6 +119,7 @@ type session struct {
 	from  string
 	rcpts []string
 	inTxn bool // MAIL was accepted
+	buf   bytes.Buffer
 }
 
 // helo runs the helo phase for the client's current HELO name.
@@ -279,7 +280,10 @@ func (ss *session) Data(r io.Reader) error {
 	// The whole message must arrive within data_timeout; the command
 	// timeout applies again after it.
 	ss.c.Conn().SetReadDeadline(time.Now().Add(ss.s.cfg.Load().Limits.DataTimeout.D()))
-	var buf bytes.Buffer
+	// One buffer per session: the message is copied once, into the spooled
+	// form (stamp), and nothing keeps the raw bytes past this transaction.
+	buf := &ss.buf
+	buf.Reset()
 	if _, err := buf.ReadFrom(r); err != nil {
 		ss.ci.txn.Reset()
 		var se *smtp.SMTPError
