@@ -70,6 +70,14 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 		}
 		reply(w, map[string]bool{"removed": ok}, err)
 	})
+	mux.HandleFunc("GET /decisions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		b, err := s.store.Get(r.Context(), "decision", r.PathValue("id"))
+		if err == nil && b == nil {
+			http.Error(w, "no such decision (kept 30 days)", http.StatusNotFound)
+			return
+		}
+		reply(w, json.RawMessage(b), err)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -172,4 +180,24 @@ func (a *AdminClient) ListEntries(ctx context.Context, list string, _ time.Time)
 	var es []store.Entry
 	_, err := a.do(ctx, "GET", listPath(list, ""), nil, &es)
 	return es, err
+}
+
+// Decision fetches a decision record from the running relay.
+func (a *AdminClient) Decision(ctx context.Context, id string) (*Decision, error) {
+	var d Decision
+	code, err := a.do(ctx, "GET", "/decisions/"+url.PathEscape(id), nil, &d)
+	if code == 404 || err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// LookupDecision reads a decision record from a store.
+func LookupDecision(ctx context.Context, st store.Store, id string) (*Decision, error) {
+	b, err := st.Get(ctx, "decision", id)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	var d Decision
+	return &d, json.Unmarshal(b, &d)
 }

@@ -14,26 +14,58 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/store"
 )
 
-// msgRecord is what the relay remembers of an accepted message, so that a
-// bounce or complaint that comes back days later is charged to its sender.
-type msgRecord struct {
-	User string `json:"user,omitempty"`
-	IP   string `json:"ip,omitempty"`
-	From string `json:"from,omitempty"`
+// Decision is the record the relay keeps of every decision it took, by
+// decision id, for 30 days: what `sluice decision ID` shows when a
+// customer quotes the id of a refusal, and how a bounce or complaint that
+// comes back days later is charged to the sender of the original message.
+type Decision struct {
+	ID       string        `json:"id"`
+	At       time.Time     `json:"at"`
+	User     string        `json:"user,omitempty"`
+	IP       string        `json:"ip,omitempty"`
+	Helo     string        `json:"helo,omitempty"`
+	From     string        `json:"from"`
+	Rcpts    []string      `json:"rcpts,omitempty"`
+	Phase    string        `json:"phase"`
+	Action   string        `json:"action"`
+	Code     int           `json:"code"`
+	Enhanced string        `json:"enhanced,omitempty"`
+	Text     string        `json:"text,omitempty"`
+	Score    float64       `json:"score"`
+	Rule     string        `json:"rule,omitempty"`
+	Fired    []DecisionHit `json:"fired,omitempty"`
 }
 
-const msgRecordTTL = 7 * 24 * time.Hour
+// DecisionHit is a rule that fired.
+type DecisionHit struct {
+	Rule   string  `json:"rule"`
+	Score  float64 `json:"score,omitempty"`
+	Shadow bool    `json:"shadow,omitempty"`
+	Rcpt   string  `json:"rcpt,omitempty"`
+}
 
-func (s *Server) rememberMessage(id string, in *builtins.Input, from string) {
-	b, _ := json.Marshal(msgRecord{User: in.SMTPUser, IP: in.ClientIP, From: from})
+const decisionTTL = 30 * 24 * time.Hour
+
+func (s *Server) recordDecision(d Decision) {
+	d.At = s.opts.Now().UTC()
+	b, _ := json.Marshal(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := s.store.Put(ctx, "msg", id, b, msgRecordTTL); err != nil {
-		s.log.Warn("store: message record", "id", id, "err", err.Error())
+	if err := s.store.Put(ctx, "decision", d.ID, b, decisionTTL); err != nil {
+		s.log.Warn("store: decision record", "id", d.ID, "err", err.Error())
 	}
+}
+
+func hitsOf(hs []engine.Hit) []DecisionHit {
+	var out []DecisionHit
+	for _, h := range hs {
+		out = append(out, DecisionHit{Rule: h.Rule, Score: h.Score, Shadow: h.Shadow, Rcpt: h.Recipient})
+	}
+	return out
 }
 
 // ourID finds the queue id in our own Received header inside a returned
@@ -186,8 +218,8 @@ func (s *Server) applyReport(id string, raw []byte) {
 	var charge []string
 	sender, unsubList := "", "unsubscribes"
 	if r.origID != "" {
-		if b, err := s.store.Get(ctx, "msg", r.origID); err == nil && b != nil {
-			var rec msgRecord
+		if b, err := s.store.Get(ctx, "decision", r.origID); err == nil && b != nil {
+			var rec Decision
 			if json.Unmarshal(b, &rec) == nil {
 				sender = senderKey(rec.User, rec.IP)
 				if u := s.cfg.Load().users[rec.User]; u != nil {

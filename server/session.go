@@ -229,6 +229,8 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.user != nil {
 		if off, text := ss.user.disabled(); off {
 			ss.s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 550, "user", ss.user.Name, "mail_from", from, "reason", "account disabled")
+			ss.s.recordDecision(Decision{ID: id, User: ss.user.Name, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: from, Phase: "mail",
+				Action: "reject", Code: 550, Enhanced: "5.7.1", Text: text + " (account " + ss.user.account.Name + " is disabled)"})
 			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText(text, id)}
 		}
 	}
@@ -253,6 +255,8 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	id := ss.ci.txn.ID()
 	if !ss.mayRelayTo(to) {
 		ss.s.log.Info("decision", "id", id, "phase", "rcpt", "action", "reject", "code", 554, "client_ip", ss.ci.ip.String(), "mail_from", ss.from, "rcpt", to, "reason", "relay access denied")
+		ss.s.recordDecision(Decision{ID: id, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: ss.from, Rcpts: []string{to}, Phase: "rcpt",
+			Action: "reject", Code: 554, Enhanced: "5.7.1", Text: "Relay access denied (not authenticated, not in relay_networks, not a local domain)"})
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText("Relay access denied", id)}
 	}
 	r := ss.ci.txn.Rcpt(to)
@@ -320,7 +324,6 @@ func (ss *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
 	}
 	ss.s.countSent(ss.ci, ss.rcpts)
-	ss.s.rememberMessage(v.ID, ss.ci.in, ss.from)
 	if ss.from == "" || ss.toLocal() {
 		ss.s.applyReport(v.ID, raw) // a bounce or complaint coming back
 	}
@@ -434,12 +437,25 @@ func sanitize(s string) string {
 }
 
 func (s *Server) logRefusal(ci *connInfo, phase string, r *engine.Reply, kv ...any) {
+	d := Decision{ID: r.ID, User: ci.in.SMTPUser, IP: ci.in.ClientIP, Helo: ci.in.Helo, From: ci.in.MailFrom, Phase: phase,
+		Action: r.Action, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text, Rule: r.Rule}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i] == "rcpt" {
+			d.Rcpts = []string{fmt.Sprint(kv[i+1])}
+		}
+	}
+	if ci.txn != nil {
+		d.Fired = hitsOf(ci.txn.Verdict().Hits)
+	}
+	s.recordDecision(d)
 	args := []any{"id", r.ID, "phase", phase, "action", r.Action, "code", r.Code, "enhanced", r.Enhanced, "rule", r.Rule,
 		"client_ip", ci.in.ClientIP, "helo", ci.in.Helo, "user", ci.in.SMTPUser, "mail_from", ci.in.MailFrom}
 	s.log.Info("decision", append(args, kv...)...)
 }
 
 func (s *Server) logDecision(ci *connInfo, v *engine.Verdict, from string, rcpts []string, size int) {
+	s.recordDecision(Decision{ID: v.ID, User: ci.in.SMTPUser, IP: ci.in.ClientIP, Helo: ci.in.Helo, From: from, Rcpts: rcpts,
+		Phase: v.Phase, Action: v.Action, Code: v.Code, Enhanced: v.Enhanced, Text: v.Text, Score: v.Score, Rule: v.Rule, Fired: hitsOf(v.Hits)})
 	fired := make([]any, 0, len(v.Hits))
 	for _, h := range v.Hits {
 		fired = append(fired, map[string]any{"rule": h.Rule, "score": h.Score, "shadow": h.Shadow})

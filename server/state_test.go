@@ -275,3 +275,33 @@ func TestBounceRate(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDecisionRecords: every decision can be looked up by the id its
+// reply carried.
+func TestDecisionRecords(t *testing.T) {
+	k := newSink(t)
+	cfg := testConfig(t, k)
+	r := startRelay(t, cfg, testRules)
+	c := r.dial(t, "submission")
+	login(t, c, "billing")
+	_, err := send(c, "app@acme.test", []string{"bob@example.org"}, message("news@acme-mail.test", "bob@example.org", "acl"))
+	_, _, text := smtpCode(err)
+	id := strings.Trim(idInReply.FindString(text), "[]")
+	if id == "" {
+		t.Fatalf("no id in %q", text)
+	}
+	a, ok := DialAdmin(AdminSocket(cfg))
+	if !ok {
+		t.Fatal("no admin socket")
+	}
+	d, err := a.Decision(context.Background(), id)
+	if err != nil || d == nil {
+		t.Fatalf("decision %s: %v", id, err)
+	}
+	if d.Action != "reject" || d.Code != 550 || d.Rule != "acl" || d.User != "billing" || d.From != "app@acme.test" || len(d.Fired) == 0 {
+		t.Errorf("decision %+v", d)
+	}
+	if d, _ := a.Decision(context.Background(), "01NOSUCHIDNOSUCHIDNOSUCHID"); d != nil {
+		t.Errorf("unknown id: %+v", d)
+	}
+}

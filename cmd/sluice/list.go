@@ -142,3 +142,66 @@ func parseDuration(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// cmdDecision shows the record of a decision by its id, as quoted in a
+// refusal ("... [01M83B4TQ5R6MKEAVVSTZDDCHG]").
+func cmdDecision(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("decision", stderr)
+	config := fs.String("config", "", "config file (default: the embedded default)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "usage: sluice decision ID [--config FILE]")
+		return 2
+	}
+	cfg, err := server.LoadConfig(*config)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice decision:", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id := strings.Trim(pos[0], "[]")
+	var d *server.Decision
+	if a, ok := server.DialAdmin(server.AdminSocket(cfg)); ok && cfg.Store.Kind == "embedded" {
+		d, err = a.Decision(ctx, id)
+	} else {
+		st, oerr := server.OpenStore(cfg)
+		if oerr != nil {
+			fmt.Fprintln(stderr, "sluice decision:", oerr)
+			return 1
+		}
+		defer st.Close()
+		d, err = server.LookupDecision(ctx, st, id)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice decision:", err)
+		return 1
+	}
+	if d == nil {
+		fmt.Fprintf(stderr, "sluice decision: no decision %s (records are kept 30 days)\n", id)
+		return 1
+	}
+	fmt.Fprintf(stdout, "id:       %s\nat:       %s\nclient:   %s (helo %s)\nuser:     %s\nfrom:     <%s>\nto:       %s\n",
+		d.ID, d.At.Local().Format(time.RFC3339), d.IP, dash(d.Helo), dash(d.User), d.From, strings.Join(d.Rcpts, ", "))
+	fmt.Fprintf(stdout, "verdict:  %s %d %s %q at %s", d.Action, d.Code, d.Enhanced, d.Text, d.Phase)
+	if d.Rule != "" {
+		fmt.Fprintf(stdout, " by rule %s", d.Rule)
+	}
+	fmt.Fprintf(stdout, "\nscore:    %g\n", d.Score)
+	if len(d.Fired) > 0 {
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nRULE\tSCORE\tRECIPIENT")
+		for _, h := range d.Fired {
+			name := h.Rule
+			if h.Shadow {
+				name += " (shadow)"
+			}
+			fmt.Fprintf(tw, "%s\t%g\t%s\n", name, h.Score, h.Rcpt)
+		}
+		tw.Flush()
+	}
+	return 0
+}

@@ -29,6 +29,7 @@ usage:
                                                       review the holding area
   sluice list show NAME [KEY] | add NAME KEY [--reason TEXT] [--for 7d] | remove NAME KEY [--config FILE]
                                                       the dynamic lists: bounces, unsubscribes, blocked, ...
+  sluice decision ID [--config FILE]                  what the relay decided, and why, for an id quoted in a refusal
   sluice passwd < PASSWORD                            print a bcrypt hash for the config's password_hash
   sluice check [DIR]                                  load and type-check a rules directory, print rules by phase
   sluice test [--rules DIR] [--junit FILE] [--coverage] [-v] PATH...
@@ -58,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdHold(rest, stdout, stderr)
 	case "list":
 		return cmdList(rest, stdout, stderr)
+	case "decision":
+		return cmdDecision(rest, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(rest, os.Stdin, stdout, stderr)
 	case "check":

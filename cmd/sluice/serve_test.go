@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,5 +95,31 @@ func TestListCommands(t *testing.T) {
 	}
 	if code, _, _ = runCLI("list", "add", "blocked", "x", "--for", "soon", "--config", cfg); code != 2 {
 		t.Errorf("bad --for: %d", code)
+	}
+}
+
+func TestDecisionCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	os.WriteFile(cfgPath, []byte("state_dir: "+filepath.Join(dir, "state")+"\n"), 0o644)
+	cfg, err := server.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := server.OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(server.Decision{ID: "01M83B4TQ5R6MKEAVVSTZDDCHG", IP: "192.0.2.7", From: "a@b.test", Rcpts: []string{"c@d.test"},
+		Phase: "mail", Action: "tempfail", Code: 421, Enhanced: "4.7.1", Text: "Rate limit", Rule: "hourly-limit",
+		Fired: []server.DecisionHit{{Rule: "hourly-limit"}}})
+	st.Put(context.Background(), "decision", "01M83B4TQ5R6MKEAVVSTZDDCHG", b, time.Hour)
+	st.Close()
+	code, out, errs := runCLI("decision", "[01M83B4TQ5R6MKEAVVSTZDDCHG]", "--config", cfgPath)
+	if code != 0 || !strings.Contains(out, `verdict:  tempfail 421 4.7.1 "Rate limit" at mail by rule hourly-limit`) || !strings.Contains(out, "hourly-limit") {
+		t.Errorf("decision: %d %q\n%s", code, errs, out)
+	}
+	if code, _, errs := runCLI("decision", "01NOPE", "--config", cfgPath); code != 1 || !strings.Contains(errs, "no decision") {
+		t.Errorf("unknown: %d %q", code, errs)
 	}
 }
