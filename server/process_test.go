@@ -129,9 +129,6 @@ accounts:
 // TestCrashLosesNothing kills the relay with SIGKILL 10 times while a
 // client keeps sending: every message that got a 250 reaches the sink.
 func TestCrashLosesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and kills the binary")
-	}
 	bin := sluiceBinary(t)
 	k := newSink(t)
 	cfgPath, addr, _ := writeProcConfig(t, k, "rules: []\n", "")
@@ -245,9 +242,6 @@ func TestCrashLosesNothing(t *testing.T) {
 // TestSwaks sends with swaks, a real SMTP client, through a running
 // `sluice serve`: AUTH under STARTTLS, then the ACL refusal.
 func TestSwaks(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs swaks")
-	}
 	swaks, err := exec.LookPath("swaks")
 	if err != nil {
 		t.Fatal("swaks is not installed: `make test` installs it (apt-get install swaks)")

@@ -17,9 +17,6 @@ import (
 // fails because of a reload, no broken edit goes live, and each good edit is
 // live within 1 s.
 func TestReloadUnderLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs for several seconds")
-	}
 	k := newSink(t)
 	cfg := testConfig(t, k)
 	cfg.Delivery = Delivery{Mode: "local"}
