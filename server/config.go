@@ -358,7 +358,12 @@ func (c *Config) isLocalDomain(d string) bool {
 
 // dummyHash is compared against when the user does not exist, so that a
 // wrong name takes as long as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
+// It is made on first use: every sluice command imports this package, and
+// bcrypt at start-up would slow them all.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
+	return h
+})
 
 // authCache remembers recent successful logins as an HMAC of the
 // credentials under a per-process random key, as Dovecot's auth cache does:
@@ -418,9 +423,11 @@ func (c *Config) authenticate(name, password string) (*User, bool) {
 	if u != nil && c.authCache.hit(name, mac, time.Now()) {
 		return u, true
 	}
-	hash := dummyHash
+	var hash []byte
 	if u != nil {
 		hash = []byte(u.PasswordHash)
+	} else {
+		hash = dummyHash()
 	}
 	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
 	if u == nil || !ok {
