@@ -278,6 +278,7 @@ func (d *deliverer) attempt(id string) {
 	results := d.deliver(cfg, env, msg, pending)
 	now := s.opts.Now().UTC()
 	env.Attempts++
+	var charge []string // the sender's delivery counters, counted at once below
 	for i := range env.Rcpts {
 		r := &env.Rcpts[i]
 		res, ok := results[r.Addr]
@@ -292,9 +293,10 @@ func (d *deliverer) attempt(id string) {
 			r.Status = StatusFailed
 		}
 		s.recordBounce(env, r, res)
-		s.recordDelivery(env, res)
+		charge = append(charge, deliveryCounters(env, res)...)
 		s.log.Info("delivery", "id", id, "rcpt", r.Addr, "status", r.Status, "code", res.code, "enhanced", res.enhanced, "remote", res.remote, "detail", res.detail, "attempt", env.Attempts)
 	}
+	s.countDeliveries(env.ID, charge)
 	still := 0
 	for _, r := range env.Rcpts {
 		if r.Status == StatusPending {

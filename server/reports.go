@@ -53,7 +53,7 @@ const decisionTTL = 30 * 24 * time.Hour
 func (s *Server) recordDecision(d Decision) {
 	d.At = s.opts.Now().UTC()
 	b, _ := json.Marshal(d)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	if err := s.store.Put(ctx, "decision", d.ID, b, decisionTTL); err != nil {
 		s.log.Warn("store: decision record", "id", d.ID, "err", err.Error())

@@ -83,6 +83,44 @@ func counterKey(in *builtins.Input) string { return "sent:" + senderKey(in.SMTPU
 
 var sentWindows = []time.Duration{time.Hour, 24 * time.Hour}
 
+// storeTimeout bounds every store call the relay makes, so a store that
+// hangs costs a message a 451, not the session.
+const storeTimeout = 2 * time.Second
+
+func storeCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, storeTimeout)
+}
+
+// degraded applies on_failure to a read that failed: under "allow" it logs
+// and reports true, and the caller reads zero or absent; under "tempfail"
+// the error stands and the rule that needed the state fails the message
+// with 451 4.3.0.
+func (s *Server) degraded(err error, what string) bool {
+	if s.cfg.Load().Store.OnFailure != "allow" {
+		return false
+	}
+	s.log.Warn("store unavailable: "+what+" (on_failure: allow)", "err", err.Error())
+	return true
+}
+
+// counts is Store.Count for the facts: bounded in time, under the failure
+// policy (zero counts when degraded).
+func (s *Server) counts(parent context.Context, n int, keys []string, windows []time.Duration) ([][]int, error) {
+	ctx, cancel := storeCtx(parent)
+	defer cancel()
+	got, err := s.store.Count(ctx, s.opts.Now(), n, keys, windows)
+	if err != nil {
+		if !s.degraded(err, "counters read as 0") {
+			return nil, err
+		}
+		got = make([][]int, len(keys))
+		for i := range got {
+			got[i] = make([]int, len(windows))
+		}
+	}
+	return got, nil
+}
+
 // sentCounts reads hourly_sent and daily_sent with one store call per
 // message, shared by both facts.
 func (s *Server) sentCounts(m *builtins.Message) ([]int, error) {
@@ -91,14 +129,8 @@ func (s *Server) sentCounts(m *builtins.Message) ([]int, error) {
 	if ci != nil && ci.countsFor == ci.txn.ID() {
 		return ci.counts, nil
 	}
-	ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
-	defer cancel()
-	got, err := s.store.Count(ctx, s.opts.Now(), 0, []string{counterKey(in)}, sentWindows)
+	got, err := s.counts(m.Context(), 0, []string{counterKey(in)}, sentWindows)
 	if err != nil {
-		if s.cfg.Load().Store.OnFailure == "allow" {
-			s.log.Warn("store unavailable: counters read as 0 (on_failure: allow)", "err", err.Error())
-			return []int{0, 0}, nil
-		}
 		return nil, err
 	}
 	if ci != nil {
@@ -112,14 +144,8 @@ func (s *Server) sentCounts(m *builtins.Message) ([]int, error) {
 // sending into a 421) from a burst.
 func (s *Server) attempts(m *builtins.Message) (int, error) {
 	in := m.Input()
-	ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
-	defer cancel()
-	key := "attempt:" + senderKey(in.SMTPUser, in.ClientIP)
-	got, err := s.store.Count(ctx, s.opts.Now(), 1, []string{key}, []time.Duration{time.Hour})
+	got, err := s.counts(m.Context(), 1, []string{"attempt:" + senderKey(in.SMTPUser, in.ClientIP)}, []time.Duration{time.Hour})
 	if err != nil {
-		if s.cfg.Load().Store.OnFailure == "allow" {
-			return 0, nil
-		}
 		return 0, err
 	}
 	return got[0][0], nil
@@ -140,7 +166,7 @@ func (s *Server) countSent(ci *connInfo, accepted []string) {
 		}
 	}
 	clear(ci.pending)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	if _, err := s.store.Count(ctx, s.opts.Now(), 1, keys, nil); err != nil {
 		s.log.Error("store: the accepted message could not be counted", "keys", keys, "err", err.Error())
@@ -163,11 +189,8 @@ func (ci *connInfo) read(ctx context.Context, k string, window time.Duration) (i
 		rcpt = ci.txn.Message().Rcpt()
 	}
 	ci.pending[k] = rcpt
-	got, err := ci.s.store.Count(ctx, ci.s.opts.Now(), 0, []string{k}, []time.Duration{window})
+	got, err := ci.s.counts(ctx, 0, []string{k}, []time.Duration{window})
 	if err != nil {
-		if ci.s.cfg.Load().Store.OnFailure == "allow" {
-			return 0, nil
-		}
 		return 0, err
 	}
 	return got[0][0], nil
@@ -181,13 +204,8 @@ func (s *Server) reputation(m *builtins.Message, names ...string) ([]int, error)
 	for i, n := range names {
 		keys[i] = n + ":" + uk
 	}
-	ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
-	defer cancel()
-	got, err := s.store.Count(ctx, s.opts.Now(), 0, keys, []time.Duration{24 * time.Hour})
+	got, err := s.counts(m.Context(), 0, keys, []time.Duration{24 * time.Hour})
 	if err != nil {
-		if s.cfg.Load().Store.OnFailure == "allow" {
-			return make([]int, len(names)), nil
-		}
 		return nil, err
 	}
 	out := make([]int, len(names))
@@ -203,10 +221,10 @@ func (s *Server) plugReputation() error {
 	return errors.Join(
 		set("distinct_senders", func(m *builtins.Message) (any, error) {
 			in := m.Input()
-			ctx, cancel := context.WithTimeout(m.Context(), 2*time.Second)
+			ctx, cancel := storeCtx(m.Context())
 			defer cancel()
 			n, err := s.store.Distinct(ctx, s.opts.Now(), "senders:"+senderKey(in.SMTPUser, in.ClientIP), in.MailFrom, time.Hour)
-			if err != nil && s.cfg.Load().Store.OnFailure == "allow" {
+			if err != nil && s.degraded(err, "distinct senders read as 0") {
 				return 0, nil
 			}
 			return n, err
@@ -250,24 +268,32 @@ func (s *Server) plugReputation() error {
 	)
 }
 
-// recordDelivery counts a recipient's delivery result for its sender's
-// bounce rate and unknown-recipient count.
-func (s *Server) recordDelivery(env *Envelope, res result) {
+// deliveryCounters are the sender's counters a recipient's delivery result
+// adds to, for its bounce rate and unknown-recipient count.
+func deliveryCounters(env *Envelope, res result) []string {
 	if env.Bounce || (!res.ok && !res.perm) {
-		return
+		return nil
 	}
 	uk := senderKey(env.User, env.ClientIP)
-	keys := []string{"delivered:" + uk}
-	if !res.ok {
-		keys = []string{"bounced:" + uk}
-		if strings.HasPrefix(res.enhanced, "5.1.") {
-			keys = append(keys, "unknown_rcpt:"+uk)
-		}
+	if res.ok {
+		return []string{"delivered:" + uk}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if strings.HasPrefix(res.enhanced, "5.1.") {
+		return []string{"bounced:" + uk, "unknown_rcpt:" + uk}
+	}
+	return []string{"bounced:" + uk}
+}
+
+// countDeliveries adds one to each key (a key may repeat: one per
+// recipient), in one store call per attempt.
+func (s *Server) countDeliveries(id string, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	if _, err := s.store.Count(ctx, s.opts.Now(), 1, keys, nil); err != nil {
-		s.log.Error("store: delivery result not counted", "id", env.ID, "err", err.Error())
+		s.log.Error("store: delivery results not counted", "id", id, "err", err.Error())
 	}
 }
 
@@ -286,7 +312,7 @@ func (l storeLists) InList(ctx context.Context, name, value string) (bool, error
 	if value == "" {
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := storeCtx(ctx)
 	defer cancel()
 	e, err := l.s.store.ListGet(ctx, name, value, l.s.opts.Now())
 	if err == nil && e == nil && l.ci != nil && l.ci.in.SMTPUser != "" {
@@ -295,8 +321,7 @@ func (l storeLists) InList(ctx context.Context, name, value string) (bool, error
 		}
 	}
 	if err != nil {
-		if l.s.cfg.Load().Store.OnFailure == "allow" {
-			l.s.log.Warn("store unavailable: list read as empty (on_failure: allow)", "list", name, "err", err.Error())
+		if l.s.degraded(err, "list "+name+" read as empty") {
 			return false, nil
 		}
 		return false, err
@@ -318,7 +343,7 @@ func (s *Server) recordBounce(env *Envelope, r *RcptState, res result) {
 	if res.ok || res.code == 0 || env.Bounce || (!remote && !res.perm) {
 		return // delivered, or a failure (network, DNS, local disk) that says nothing of the address
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	now := s.opts.Now()
 	reason := fmt.Sprintf("%d %s %s", res.code, res.enhanced, res.detail)
@@ -345,7 +370,7 @@ func (s *Server) applyLists(id string, adds []engine.ListAdd) {
 	if len(adds) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	now := s.opts.Now()
 	for _, a := range adds {

@@ -13,17 +13,26 @@ import (
 	"github.com/sluicemail/sluice/store"
 )
 
-// lists is what `sluice list` needs of a store, or of a running relay.
-type lists interface {
+// state is what `sluice list` and `sluice decision` need of the store, or
+// of a running relay that holds it.
+type state interface {
 	ListAdd(ctx context.Context, e store.Entry) error
 	ListRemove(ctx context.Context, list, key string) (bool, error)
 	ListGet(ctx context.Context, list, key string, now time.Time) (*store.Entry, error)
 	ListEntries(ctx context.Context, list string, now time.Time) ([]store.Entry, error)
+	Decision(ctx context.Context, id string) (*server.Decision, error)
 }
 
-// openLists reaches the lists of the configured store: through a running
-// relay's admin socket when it holds the embedded store, else directly.
-func openLists(cfg *server.Config) (lists, func(), error) {
+// storeState is a store opened by the command itself.
+type storeState struct{ store.Store }
+
+func (s storeState) Decision(ctx context.Context, id string) (*server.Decision, error) {
+	return server.LookupDecision(ctx, s.Store, id)
+}
+
+// openState reaches the configured store: through a running relay's admin
+// socket when it holds the embedded store, else directly.
+func openState(cfg *server.Config) (state, func(), error) {
 	if cfg.Store.Kind == "embedded" {
 		if a, ok := server.DialAdmin(server.AdminSocket(cfg)); ok {
 			return a, func() {}, nil
@@ -33,7 +42,7 @@ func openLists(cfg *server.Config) (lists, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%v (is a relay without its admin socket running?)", err)
 	}
-	return st, func() { st.Close() }, nil
+	return storeState{st}, func() { st.Close() }, nil
 }
 
 func cmdList(args []string, stdout, stderr io.Writer) int {
@@ -55,7 +64,7 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sluice list:", err)
 		return 1
 	}
-	ls, done, err := openLists(cfg)
+	ls, done, err := openState(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice list:", err)
 		return 1
@@ -164,18 +173,13 @@ func cmdDecision(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id := strings.Trim(pos[0], "[]")
-	var d *server.Decision
-	if a, ok := server.DialAdmin(server.AdminSocket(cfg)); ok && cfg.Store.Kind == "embedded" {
-		d, err = a.Decision(ctx, id)
-	} else {
-		st, oerr := server.OpenStore(cfg)
-		if oerr != nil {
-			fmt.Fprintln(stderr, "sluice decision:", oerr)
-			return 1
-		}
-		defer st.Close()
-		d, err = server.LookupDecision(ctx, st, id)
+	st, done, err := openState(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice decision:", err)
+		return 1
 	}
+	defer done()
+	d, err := st.Decision(ctx, id)
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice decision:", err)
 		return 1
