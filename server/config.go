@@ -86,6 +86,15 @@ type Limits struct {
 	AuthSlowAfter   int      `yaml:"auth_slow_after"`
 	AuthRefuseAfter int      `yaml:"auth_refuse_after"`
 	AuthWindow      Duration `yaml:"auth_window"`
+	// A client that has made SoftErrorLimit refused commands since its
+	// last accepted message waits ErrorSleep before each further reply; at
+	// HardErrorLimit it is told 421 and disconnected (Postfix's
+	// smtpd_soft_error_limit, smtpd_hard_error_limit,
+	// smtpd_error_sleep_time), so a flood of refused RCPTs costs the
+	// client time and the relay a bounded number of log lines and records.
+	SoftErrorLimit int      `yaml:"soft_error_limit"`
+	HardErrorLimit int      `yaml:"hard_error_limit"`
+	ErrorSleep     Duration `yaml:"error_sleep"`
 	// ShutdownGrace is how long SIGTERM lets sessions finish.
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
 }
@@ -253,6 +262,9 @@ func (c *Config) finish() error {
 	setDefault(&l.AuthSlowAfter, 3)
 	setDefault(&l.AuthRefuseAfter, 10)
 	setDefault(&l.AuthWindow, Duration(15*time.Minute))
+	setDefault(&l.SoftErrorLimit, 10)
+	setDefault(&l.HardErrorLimit, 20)
+	setDefault(&l.ErrorSleep, Duration(time.Second))
 	setDefault(&l.ShutdownGrace, Duration(30*time.Second))
 	d := &c.Delivery
 	if d.Mode == "" {

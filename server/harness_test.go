@@ -183,7 +183,10 @@ func testConfig(t *testing.T, k *sink) *Config {
 			{Addr: "127.0.0.1:0", Mode: "submission"},
 			{Addr: "127.0.0.1:0", Mode: "tls"},
 		},
-		StateDir:      dir,
+		StateDir: dir,
+		// Refusals past the soft error limit wait this long (1 s by
+		// default): tests that refuse a lot keep to their time.
+		Limits:        Limits{ErrorSleep: Duration(time.Millisecond)},
 		RulesDir:      filepath.Join(dir, "rules.d"),
 		RelayNetworks: []string{},
 		LocalDomains:  []string{"local.test"},

@@ -466,6 +466,38 @@ type trackedConn struct {
 	info *connInfo
 	once sync.Once
 	busy atomic.Bool // inside a mail transaction
+	// timedOut is set when a read hits its deadline: the connection is
+	// over. Later reads fail at once, so go-smtp cannot wait out a fresh
+	// deadline and read on, and the session refuses whatever partial
+	// line the timeout cut off (bufio hands it over as a whole line).
+	timedOut atomic.Bool
+	// closeAfter closes the connection once the next reply is written
+	// (a 421 that ends the session).
+	closeAfter atomic.Bool
+}
+
+// Read marks the connection timed out at the first deadline it hits.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.timedOut.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.timedOut.Store(true)
+		}
+	}
+	return n, err
+}
+
+// Write closes the connection after a reply that ends the session.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.closeAfter.Load() {
+		c.Conn.Close()
+	}
+	return n, err
 }
 
 func (c *trackedConn) Close() error {

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -17,12 +19,19 @@ import (
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/internal/canon"
+	"github.com/sluicemail/sluice/internal/smtpaddr"
 )
 
 // connInfo is one connection's evaluation state: the engine input and the
 // transaction, which lives from connect to the end of the connection and is
 // begun again on a newer rule set between messages.
 type connInfo struct {
+	// mu guards txn and in: with BDAT, go-smtp runs Data in a goroutine of
+	// its own, which an abort (RSET, a closed socket, a refused chunk)
+	// leaves running while the connection's goroutine resets or closes
+	// the transaction.
+	mu      sync.Mutex
 	s       *Server
 	ip      netip.Addr
 	mode    string
@@ -65,6 +74,12 @@ func (ci *connInfo) flush() {
 }
 
 func (ci *connInfo) close() {
+	ci.mu.Lock()
+	defer ci.mu.Unlock()
+	ci.closeTxn()
+}
+
+func (ci *connInfo) closeTxn() {
 	if ci.txn != nil {
 		ci.txn.Close()
 		ci.txn = nil
@@ -77,7 +92,7 @@ func (ci *connInfo) renew() *engine.Reply {
 	if ci.txn != nil && ci.txn.RuleSet() == ci.s.rules.Current() {
 		return ci.refused
 	}
-	ci.close()
+	ci.closeTxn()
 	if r := ci.connect(); r != nil {
 		return r
 	}
@@ -103,6 +118,11 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, smtpError(ci.refused)
 	}
 	sess := &session{s: b.s, c: c, ci: ci, mode: b.mode, tc: tc}
+	ci.mu.Lock()
+	defer ci.mu.Unlock()
+	if ci.txn == nil {
+		return nil, errors.New("connection closed")
+	}
 	if r := sess.helo(); r != nil {
 		return nil, smtpError(r)
 	}
@@ -119,7 +139,18 @@ type session struct {
 	from  string
 	rcpts []string
 	inTxn bool // MAIL was accepted
-	buf   bytes.Buffer
+	utf8  bool // MAIL asked for SMTPUTF8
+	// errors counts refused commands since the last accepted message.
+	errors int
+	// gen moves on at every reset: a Data that began under another
+	// generation belongs to an aborted transfer and must not touch the
+	// transaction.
+	gen atomic.Uint64
+	// dataMu serialises Data calls (an aborted BDAT's goroutine may still
+	// be returning when the next transfer starts) and guards the buffers.
+	dataMu sync.Mutex
+	buf    bytes.Buffer
+	canon  []byte
 }
 
 // helo runs the helo phase for the client's current HELO name.
@@ -196,8 +227,10 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 			return smtp.ErrAuthFailed
 		}
 		th.succeeded(ss.ci.ip)
+		ss.ci.mu.Lock()
 		ss.user = u
 		ss.ci.in.SMTPUser, ss.ci.in.Authenticated = u.Name, true
+		ss.ci.mu.Unlock()
 		return nil
 	}
 	switch mech {
@@ -214,28 +247,98 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
+// Replies for addresses that cannot be taken as given.
+var (
+	errAddrControl = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad address syntax: control characters are not allowed"}
+	errAddrUTF8    = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad address syntax: not valid UTF-8"}
+	errAddrSyntax  = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad address syntax"}
+	errAddrASCII   = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Non-ASCII address without SMTPUTF8"}
+	errTimeout     = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Timeout exceeded, closing connection"}
+	errAborted     = errors.New("message transfer aborted")
+)
+
+// envelopeAddr checks an address from MAIL or RCPT and returns its wire
+// form: what is judged, spooled, retried and bounced, byte for byte.
+func envelopeAddr(addr string, utf8OK bool) (string, *smtp.SMTPError) {
+	c, err := smtpaddr.Canonical(addr)
+	switch {
+	case errors.Is(err, smtpaddr.ErrControl):
+		return "", errAddrControl
+	case errors.Is(err, smtpaddr.ErrUTF8):
+		return "", errAddrUTF8
+	case err != nil:
+		return "", errAddrSyntax
+	}
+	if !utf8OK {
+		for i := 0; i < len(c); i++ {
+			if c[i] >= 0x80 { // RFC 6531 3.5
+				return "", errAddrASCII
+			}
+		}
+	}
+	return c, nil
+}
+
+// refuse counts a refused command. Past the soft limit each refusal waits
+// first; at the hard limit the reply is a 421 that ends the session.
+func (ss *session) refuse(err error) error {
+	ss.errors++
+	l := ss.s.cfg.Load().Limits
+	if ss.errors >= l.HardErrorLimit {
+		ss.s.log.Warn("too many refused commands: session closed", "client_ip", ss.ci.in.ClientIP, "errors", ss.errors)
+		ss.tc.closeAfter.Store(true)
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many errors, closing connection"}
+	}
+	if ss.errors > l.SoftErrorLimit {
+		time.Sleep(l.ErrorSleep.D())
+	}
+	return err
+}
+
+// timedOut reports whether the connection hit a deadline: a command cut
+// off by the timeout is never carried out, and the session ends.
+func (ss *session) timedOut() bool {
+	if ss.tc.timedOut.Load() {
+		ss.tc.closeAfter.Store(true)
+		return true
+	}
+	return false
+}
+
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.timedOut() {
+		return errTimeout
+	}
+	ss.ci.mu.Lock()
+	defer ss.ci.mu.Unlock()
+	if ss.ci.txn == nil {
+		return errAborted
+	}
 	if r := ss.ci.renew(); r != nil {
-		return smtpError(r)
+		return ss.refuse(smtpError(r))
 	}
 	if r := ss.helo(); r != nil { // a later EHLO may have changed the name
-		return smtpError(r)
+		return ss.refuse(smtpError(r))
 	}
 	cfg := ss.s.cfg.Load()
 	id := ss.ci.txn.ID()
+	from, bad := envelopeAddr(from, opts != nil && opts.UTF8)
+	if bad != nil {
+		return ss.refuse(&smtp.SMTPError{Code: bad.Code, EnhancedCode: bad.EnhancedCode, Message: replyText(bad.Message, id)})
+	}
 	if ss.mode == "submission" && ss.user == nil {
-		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: replyText("Authentication required", id)}
+		return ss.refuse(&smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: replyText("Authentication required", id)})
 	}
 	if ss.user != nil {
 		if off, text := ss.user.disabled(); off {
 			ss.s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 550, "user", ss.user.Name, "mail_from", from, "reason", "account disabled")
 			ss.s.recordDecision(Decision{ID: id, User: ss.user.Name, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: from, Phase: "mail",
 				Action: "reject", Code: 550, Enhanced: "5.7.1", Text: text + " (account " + ss.user.account.Name + " is disabled)"})
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText(text, id)}
+			return ss.refuse(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText(text, id)})
 		}
 	}
 	if opts != nil && opts.Size > cfg.Limits.MaxMessageBytes {
-		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: replyText(fmt.Sprintf("Message too big: the limit is %d bytes", cfg.Limits.MaxMessageBytes), id)}
+		return ss.refuse(&smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: replyText(fmt.Sprintf("Message too big: the limit is %d bytes", cfg.Limits.MaxMessageBytes), id)})
 	}
 	ss.ci.in.TLS = ss.tlsOn()
 	clear(ss.ci.pending)
@@ -244,64 +347,105 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if r != nil {
 		ss.s.logRefusal(ss.ci, "mail", r)
 		ss.ci.txn.Reset()
-		return smtpError(r)
+		return ss.refuse(smtpError(r))
 	}
-	ss.from, ss.rcpts, ss.inTxn = from, nil, true
+	ss.from, ss.rcpts, ss.inTxn, ss.utf8 = from, nil, true, opts != nil && opts.UTF8
 	ss.tc.busy.Store(true)
 	return nil
 }
 
 func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if ss.timedOut() {
+		return errTimeout
+	}
+	ss.ci.mu.Lock()
+	defer ss.ci.mu.Unlock()
+	if ss.ci.txn == nil || !ss.inTxn {
+		return errAborted
+	}
 	id := ss.ci.txn.ID()
+	to, bad := envelopeAddr(to, ss.utf8)
+	if bad != nil {
+		return ss.refuse(&smtp.SMTPError{Code: bad.Code, EnhancedCode: bad.EnhancedCode, Message: replyText(bad.Message, id)})
+	}
 	if !ss.mayRelayTo(to) {
 		ss.s.log.Info("decision", "id", id, "phase", "rcpt", "action", "reject", "code", 554, "client_ip", ss.ci.ip.String(), "mail_from", ss.from, "rcpt", to, "reason", "relay access denied")
 		ss.s.recordDecision(Decision{ID: id, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: ss.from, Rcpts: []string{to}, Phase: "rcpt",
-			Action: "reject", Code: 554, Enhanced: "5.7.1", Text: "Relay access denied (not authenticated, not in relay_networks, not a local domain)"})
-		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText("Relay access denied", id)}
+			Action: "reject", Code: 554, Enhanced: "5.7.1", Text: "Relay access denied (not authenticated, not in relay_networks, not a local domain, or a routed local part)"})
+		return ss.refuse(&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText("Relay access denied", id)})
 	}
 	r := ss.ci.txn.Rcpt(to)
 	ss.ci.flush()
 	if r != nil {
 		ss.s.logRefusal(ss.ci, "rcpt", r, "rcpt", to)
-		return smtpError(r)
+		return ss.refuse(smtpError(r))
 	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
 }
 
 // mayRelayTo is the open-relay check: authenticated users and clients in
-// relay_networks may send anywhere, anyone else only to local domains.
+// relay_networks may send anywhere, anyone else only to local domains, and
+// not through a local part that routes on (user%host, host!user,
+// "user@host"), which a host behind the relay might honour.
 func (ss *session) mayRelayTo(rcpt string) bool {
 	cfg := ss.s.cfg.Load()
 	if ss.user != nil || cfg.mayRelayFrom(ss.ci.ip) {
 		return true
 	}
-	return cfg.isLocalDomain(builtins.Domain(rcpt))
+	return cfg.isLocalDomain(builtins.Domain(rcpt)) && !smtpaddr.Routed(rcpt)
 }
 
+// Data reads the message, brings it to canonical form and judges it. With
+// BDAT it runs in a goroutine of go-smtp's while the connection's goroutine
+// reads the chunks, and an abort leaves it to find its reader closed: it
+// then returns without touching the transaction, which the abort's reset
+// (or the connection's close) takes care of.
 func (ss *session) Data(r io.Reader) error {
-	id := ss.ci.txn.ID()
-	// The whole message must arrive within data_timeout; the command
-	// timeout applies again after it.
-	ss.c.Conn().SetReadDeadline(time.Now().Add(ss.s.cfg.Load().Limits.DataTimeout.D()))
-	// One buffer per session: the message is copied once, into the spooled
-	// form (stamp), and nothing keeps the raw bytes past this transaction.
+	ss.dataMu.Lock()
+	defer ss.dataMu.Unlock()
+	gen := ss.gen.Load()
+	if _, bdat := r.(*io.PipeReader); !bdat {
+		// The whole message must arrive within data_timeout (BDAT chunks
+		// are read by go-smtp under the command timeout, each).
+		ss.c.Conn().SetReadDeadline(time.Now().Add(ss.s.cfg.Load().Limits.DataTimeout.D()))
+	}
+	// One buffer per session: nothing keeps the raw bytes past this
+	// transaction.
 	buf := &ss.buf
 	buf.Reset()
 	if _, err := buf.ReadFrom(r); err != nil {
-		ss.ci.txn.Reset()
 		var se *smtp.SMTPError
-		if errors.As(err, &se) {
+		switch {
+		case ss.timedOut():
+			return errTimeout
+		case errors.As(err, &se):
 			return se // too big: go-smtp's 552
 		}
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Error reading the message", id)}
+		return errAborted // the transfer was aborted; the reset cleans up
 	}
-	raw := buf.Bytes()
+	if ss.timedOut() {
+		return errTimeout
+	}
+	cfg := ss.s.cfg.Load()
+	raw, changes := canon.Message(buf.Bytes(), cfg.Hostname, ss.canon)
+	if changes.Changed() {
+		ss.canon = raw[:0]
+	}
+	ss.ci.mu.Lock()
+	defer ss.ci.mu.Unlock()
+	if ss.gen.Load() != gen || ss.ci.txn == nil || !ss.inTxn {
+		return errAborted
+	}
+	id := ss.ci.txn.ID()
+	if changes.Changed() {
+		ss.s.log.Info("message normalised", "id", id, "bare_cr", changes.BareCR, "bare_lf", changes.BareLF, "lines_split", changes.Split, "fields_removed", changes.Removed)
+	}
 	v := ss.ci.txn.Data(raw)
 	ss.ci.flush()
 	ss.s.logDecision(ss.ci, v, ss.from, ss.rcpts, len(raw))
 	if v.Refused() {
-		return &smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: replyText(v.Text, v.ID)}
+		return ss.refuse(&smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: replyText(v.Text, v.ID)})
 	}
 	msg := ss.s.stamp(ss, v, raw)
 	env := &Envelope{
@@ -323,6 +467,7 @@ func (ss *session) Data(r io.Reader) error {
 		ss.s.log.Error("spool write failed: message refused with 451", "id", v.ID, "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
 	}
+	ss.errors = 0 // a client that delivers is not flooding
 	ss.s.countSent(ss.ci, ss.rcpts)
 	if ss.from == "" || ss.toLocal() {
 		ss.s.applyReport(v.ID, raw) // a bounce or complaint coming back
@@ -346,6 +491,9 @@ func (ss *session) toLocal() bool {
 }
 
 func (ss *session) Reset() {
+	ss.gen.Add(1)
+	ss.ci.mu.Lock()
+	defer ss.ci.mu.Unlock()
 	if ss.inTxn && ss.ci.txn != nil {
 		ss.ci.txn.Reset()
 	}

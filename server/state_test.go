@@ -28,6 +28,7 @@ func TestTwoRelaysShareOneLimit(t *testing.T) {
 	for range 2 {
 		cfg := testConfig(t, k)
 		cfg.Store = StoreConfig{Kind: "redis", Redis: RedisConfig{Addrs: []string{rs.Addr}}}
+		cfg.Limits.HardErrorLimit = 1000 // 20 refusals a session are the point here
 		relays = append(relays, startRelayWith(t, cfg, limitRules, Options{}))
 	}
 	var clients []*smtp.Client

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -35,11 +36,10 @@ type Conn struct {
 	locker     sync.Mutex
 	binarymime bool
 
-	lineLimitReader *lineLimitReader
-	bdatPipe        *io.PipeWriter
-	bdatStatus      *statusCollector // used for BDAT on LMTP
-	dataResult      chan error
-	bytesReceived   int64 // counts total size of chunks when BDAT is used
+	bdatPipe      *io.PipeWriter
+	bdatStatus    *statusCollector // used for BDAT on LMTP
+	dataResult    chan error
+	bytesReceived int64 // counts total size of chunks when BDAT is used
 
 	fromReceived bool
 	recipients   []string
@@ -57,16 +57,16 @@ func newConn(c net.Conn, s *Server) *Conn {
 }
 
 func (c *Conn) init() {
-	c.lineLimitReader = &lineLimitReader{
-		R:         c.conn,
-		LineLimit: c.server.MaxLineLength,
-	}
+	// sluice patch: MaxLineLength is enforced by readLine on command
+	// lines only. Upstream counted it under the buffered reader, so it
+	// also cut message lines in DATA, and BDAT chunk bytes read ahead with
+	// their command.
 	rwc := struct {
 		io.Reader
 		io.Writer
 		io.Closer
 	}{
-		Reader: c.lineLimitReader,
+		Reader: c.conn,
 		Writer: c.conn,
 		Closer: c.conn,
 	}
@@ -983,14 +983,6 @@ func (c *Conn) handleData(arg string) {
 		return
 	}
 
-	// sluice patch: the line limit guards command lines; message content is
-	// bounded by MaxMessageBytes instead (as BDAT chunks already are), so a
-	// long body line is the backend's to accept or refuse, not a 500.
-	c.lineLimitReader.LineLimit = 0
-	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
-	}()
-
 	r := newDataReader(c)
 	code, enhancedCode, msg := dataErrorToStatus(c.Session().Data(r))
 	r.limited = false
@@ -1050,14 +1042,18 @@ func (c *Conn) handleBdat(arg string) {
 		var r *io.PipeReader
 		r, c.bdatPipe = io.Pipe()
 
-		c.dataResult = make(chan error, 1)
+		// sluice patch: the goroutine keeps its own channel and status.
+		// Upstream read c.dataResult when it finished, and an aborted
+		// transfer's goroutine raced with the next BDAT's new channel.
+		result, status := make(chan error, 1), c.bdatStatus
+		c.dataResult = result
 
 		go func() {
 			defer func() {
 				if err := recover(); err != nil {
-					c.handlePanic(err, c.bdatStatus)
+					c.handlePanic(err, status)
 
-					c.dataResult <- errPanic
+					result <- errPanic
 					r.CloseWithError(errPanic)
 				}
 			}()
@@ -1070,22 +1066,17 @@ func (c *Conn) handleBdat(arg string) {
 				if !ok {
 					err = c.Session().Data(r)
 					for _, rcpt := range c.recipients {
-						c.bdatStatus.SetStatus(rcpt, err)
+						status.SetStatus(rcpt, err)
 					}
 				} else {
-					err = lmtpSession.LMTPData(r, c.bdatStatus)
+					err = lmtpSession.LMTPData(r, status)
 				}
 			}
 
-			c.dataResult <- err
+			result <- err
 			r.CloseWithError(err)
 		}()
 	}
-
-	c.lineLimitReader.LineLimit = 0
-	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
-	}()
 
 	chunk := io.LimitReader(c.text.R, int64(size))
 	_, err = io.Copy(c.bdatPipe, chunk)
@@ -1339,7 +1330,35 @@ func (c *Conn) readLine() (string, error) {
 		}
 	}
 
-	return c.text.ReadLine()
+	// sluice patch: read the line with its own limit, checked as bytes
+	// arrive, and never hand over a partial line: bufio's ReadLine returns
+	// the bytes read before an error (a timeout mid-line) as if they were a
+	// whole line, which then ran as a command.
+	r := c.text.R
+	max := c.server.MaxLineLength
+	var line []byte
+	for {
+		if _, err := r.Peek(1); err != nil {
+			return "", err
+		}
+		buf, _ := r.Peek(r.Buffered())
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[:i+1]
+		}
+		if max > 0 && len(line)+len(buf) > max+2 {
+			return "", ErrTooLongLine
+		}
+		line = append(line, buf...)
+		r.Discard(len(buf))
+		if line[len(line)-1] == '\n' {
+			break
+		}
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return string(line), nil
 }
 
 func (c *Conn) reset() {

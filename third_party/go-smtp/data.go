@@ -122,13 +122,22 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				r.state = stateEOF
 				continue
 			}
-			r.state = stateData
+			// sluice patch: ".\r" not followed by LF: the CR is data (a
+			// bare CR), not dropped; c is read again after it.
+			r.r.UnreadByte()
+			c = '\r'
+			r.state = stateCR
 		case stateCR:
 			if c == '\n' {
 				r.state = stateBeginLine
 				break
 			}
-			r.state = stateData
+			// sluice patch: in CR CR LF the second CR may begin the line
+			// end, as in net/textproto; upstream missed the end of data
+			// after a bare CR.
+			if c != '\r' {
+				r.state = stateData
+			}
 		case stateData:
 			if c == '\r' {
 				r.state = stateCR
