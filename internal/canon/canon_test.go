@@ -39,7 +39,7 @@ func TestCleanMessageIsReturnedAsIs(t *testing.T) {
 }
 
 func TestLongLinesSplit(t *testing.T) {
-	words := strings.Repeat("word ", 1000)                // 5,000 octets with spaces
+	words := strings.Repeat("word ", 1000)                                        // 5,000 octets with spaces
 	url := "<a href=\"https://click.example/" + strings.Repeat("x", 3000) + "\">" // no space for 3 KB
 	subject := "Subject: " + strings.Repeat("y", 2500)
 	folded := "X-Long: " + strings.Repeat("tok ", 600)
