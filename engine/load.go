@@ -75,8 +75,10 @@ type RuleSet struct {
 	warnings   []Problem
 	dir        string
 	files      []string
-	checksum   string
-	loadedAt   time.Time
+	// declaredEmpty: a file holds `rules: []`, so having no rules is meant.
+	declaredEmpty bool
+	checksum      string
+	loadedAt      time.Time
 
 	ids      *IDSource
 	now      func() time.Time
@@ -142,16 +144,40 @@ var DynamicLists = []string{"bounces", "unsubscribes", "blocked"}
 // LoadDir loads every *.yaml and *.yml file of dir, in lexical order of file
 // name. Hidden files (editor swap files, Kubernetes' ..data) are skipped. On
 // any problem it returns a *LoadError listing them all and no RuleSet.
+//
+// A directory that yields no rules is an error, so that a rules file renamed
+// away, a symlink that no longer resolves or a rules_dir pointing at the
+// wrong place never replaces a policy with nothing: running without rules
+// is said on purpose, with a file holding `rules: []`.
 func LoadDir(dir string, reg *builtins.Registry, opts Options) (*RuleSet, error) {
 	files, err := ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	return loadDir(dir, files, reg, opts)
+}
+
+// loadDir compiles the files read from dir and refuses a set without rules
+// that no file declared empty.
+func loadDir(dir string, files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) {
 	rs, err := Load(files, reg, opts)
-	if rs != nil {
-		rs.dir = dir
+	if err != nil {
+		return nil, err
 	}
-	return rs, err
+	rs.dir = dir
+	if len(rs.rules) == 0 && !rs.declaredEmpty {
+		msg := "no rules files (*.yaml, *.yml) in the directory"
+		if len(files) > 0 {
+			names := make([]string, len(files))
+			for i, f := range files {
+				names[i] = filepath.Base(f.Name)
+			}
+			msg = "no rules in " + strings.Join(names, ", ")
+		}
+		msg += "; a rule set without rules is refused (the live rules, if any, stay). To run without rules on purpose, write a file holding `rules: []`"
+		return nil, &LoadError{Problems: []Problem{{File: dir, Msg: msg}}}
+	}
+	return rs, nil
 }
 
 // ReadDir reads the rules files of dir as LoadDir would load them.
@@ -168,7 +194,12 @@ func ReadDir(dir string) ([]File, error) {
 		}
 		path := filepath.Join(dir, name)
 		st, err := os.Stat(path) // follows symlinks, as ConfigMap mounts need
-		if err != nil || !st.Mode().IsRegular() {
+		if err != nil {
+			// A dangling symlink or a symlink loop: a rules file the
+			// operator meant to be there cannot be read.
+			return nil, &LoadError{Problems: []Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", err)}}}
+		}
+		if !st.Mode().IsRegular() {
 			continue
 		}
 		src, err := os.ReadFile(path)
@@ -213,16 +244,17 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 		return nil, &LoadError{Problems: l.problems}
 	}
 	rs := &RuleSet{
-		reg:        reg,
-		rules:      l.rules,
-		byName:     l.names,
-		thresholds: l.thresholds,
-		lists:      l.lists,
-		checksum:   Checksum(files),
-		ids:        opts.IDs,
-		files:      fileNames(files),
-		now:        opts.Now,
-		loadedAt:   time.Now(),
+		reg:           reg,
+		rules:         l.rules,
+		byName:        l.names,
+		thresholds:    l.thresholds,
+		lists:         l.lists,
+		checksum:      Checksum(files),
+		declaredEmpty: l.declaredEmpty,
+		ids:           opts.IDs,
+		files:         fileNames(files),
+		now:           opts.Now,
+		loadedAt:      time.Now(),
 	}
 	if rs.ids == nil {
 		rs.ids = NewIDSource()
@@ -272,6 +304,8 @@ type loader struct {
 	problems   []Problem
 	warnings   []Problem
 	listUses   []listUse
+	// declaredEmpty: some file says `rules: []`.
+	declaredEmpty bool
 }
 
 // listUse records in_list("NAME", ...) with a constant name, to warn about
@@ -431,6 +465,9 @@ func (l *loader) loadLists(s *source, v *yaml.Node) {
 var ruleKeys = []string{"name", "when", "then", "description", "mode"}
 
 func (l *loader) loadRules(s *source, v *yaml.Node, end int) {
+	if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+		l.declaredEmpty = true
+	}
 	if v.Kind != yaml.SequenceNode {
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			return

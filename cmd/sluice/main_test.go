@@ -60,6 +60,30 @@ func TestCheckGood(t *testing.T) {
 	}
 }
 
+// TestCheckEmpty: a directory that yields no rules is an error for check,
+// as it is for the relay: the policy would silently vanish.
+func TestCheckEmpty(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errs := runCLI("check", dir)
+	if code != 1 || out != "" || !strings.Contains(errs, dir+": no rules files (*.yaml, *.yml) in the directory") || !strings.Contains(errs, "rules not loaded") {
+		t.Errorf("empty directory: exit %d\nstdout %q\nstderr %s", code, out, errs)
+	}
+	if err := os.Symlink("gone.yaml", filepath.Join(dir, "10-rules.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCLI("check", dir)
+	if code != 1 || !strings.Contains(errs, "10-rules.yaml: cannot read") {
+		t.Errorf("dangling symlink: exit %d\n%s", code, errs)
+	}
+	os.Remove(filepath.Join(dir, "10-rules.yaml"))
+	if err := os.WriteFile(filepath.Join(dir, "00-none.yaml"), []byte("rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCLI("check", dir); code != 0 || !strings.Contains(out, "0 rules in 1 file") {
+		t.Errorf("rules: [] on purpose: exit %d\n%s%s", code, out, errs)
+	}
+}
+
 func TestTestCommand(t *testing.T) {
 	junit := filepath.Join(t.TempDir(), "report.xml")
 	code, out, errs := runCLI("test", "--rules", "testdata/good", "testdata/fixtures", "--junit", junit, "--coverage")
