@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -84,6 +85,22 @@ type RuleSet struct {
 	now      func() time.Time
 	pool     sync.Pool
 	matchers []factMatcher
+	// ruleErrors counts, by rule index, the evaluations whose expression
+	// failed at run time.
+	ruleErrors []atomic.Uint64
+}
+
+// RuleErrors is how many times each rule's expression failed at run time
+// since the set was loaded, by rule name; rules that never failed are left
+// out. The relay exports it as a counter.
+func (rs *RuleSet) RuleErrors() map[string]uint64 {
+	out := map[string]uint64{}
+	for i := range rs.ruleErrors {
+		if n := rs.ruleErrors[i].Load(); n > 0 {
+			out[rs.rules[i].Name] = n
+		}
+	}
+	return out
 }
 
 type phaseRules struct {
@@ -266,6 +283,7 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 	rs.warnings = append(l.warnings, rs.lint(l)...)
 	sortProblems(rs.warnings)
 	rs.pool.New = func() any { return newTxn(rs.reg) }
+	rs.ruleErrors = make([]atomic.Uint64, len(rs.rules))
 	return rs, nil
 }
 
@@ -700,6 +718,11 @@ func (l *loader) compileRule(s *source, r *Rule, v *yaml.Node, off int) bool {
 	}
 	if c == nil {
 		return false
+	}
+	src := r.When
+	c.pos = func(runeOff int) string {
+		line, col := s.scalarPos(v, off+runeToByte(src, runeOff))
+		return fmt.Sprintf("%s:%d:%d", s.name, line, col)
 	}
 	r.compiled = c
 	r.Phase = c.phase

@@ -32,6 +32,11 @@ func Run(ctx context.Context, rs *engine.RuleSet, c *Case) *Result {
 	}
 	res.Verdict = rs.Replay(ctx, in, env)
 	res.Failures = Check(&c.Expect, res.Verdict)
+	// An error in a rule's expression is a bug in the rule (SPEC 6): the
+	// case fails even when the verdict happens to be the expected one.
+	for _, re := range res.Verdict.RuleErrors {
+		res.Failures = append(res.Failures, "error in rule: "+re.String())
+	}
 	res.Duration = time.Since(start)
 	return res
 }

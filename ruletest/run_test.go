@@ -168,6 +168,47 @@ func TestRunPaths(t *testing.T) {
 	}
 }
 
+// TestRuleErrorFailsCase: a case in which a rule's expression fails fails,
+// with the error, even though the verdict is what it expects.
+func TestRuleErrorFailsCase(t *testing.T) {
+	rs, err := engine.Load([]engine.File{{Name: "r.yaml", Src: []byte(`rules:
+  - idx: 'split(from, "@")[1] == "x" => block 550'
+  - s: size > 0 => +1
+`)}}, builtins.NewRegistry(), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"a.test.yaml": `cases:
+  - name: no From header
+    message: "To: bob@example.org\nSubject: x\n\nhi\n"
+    expect: {action: accept, score: 1, rules: [s]}
+  - name: with a From header
+    message: "From: a@example.com\nTo: bob@example.org\nSubject: x\n\nhi\n"
+    expect: {action: accept, score: 1, rules: [s]}
+`})
+	s, err := RunPaths(context.Background(), rs, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	s.WriteText(&b, false)
+	s.WriteSummary(&b)
+	out := b.String()
+	if s.Passed() != 1 || s.Failed() != 1 {
+		t.Fatalf("%d passed, %d failed:\n%s", s.Passed(), s.Failed(), out)
+	}
+	for _, want := range []string{"FAIL  " + filepath.Join(dir, "a.test.yaml") + ":2  no From header",
+		"- error in rule: r.yaml:2:27: rule idx: index out of range", "the rule did not fire", "1 passed, 1 failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "index out of range") != 1 {
+		t.Errorf("the error is printed more than once:\n%s", out)
+	}
+}
+
 func TestLoadFileProblems(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, map[string]string{

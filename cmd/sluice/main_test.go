@@ -176,6 +176,29 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainRuleError: explain shows the error of a rule whose
+// expression fails, and the verdict the other rules gave.
+func TestExplainRuleError(t *testing.T) {
+	dir := t.TempDir()
+	rules := "rules:\n  - idx: 'split(from, \"@\")[1] == \"x\" => block 550'\n  - s: size > 0 => +1\n"
+	if err := os.WriteFile(filepath.Join(dir, "10-r.yaml"), []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	msg := filepath.Join(dir, "m.eml")
+	if err := os.WriteFile(msg, []byte("To: bob@example.org\nSubject: x\n\nhi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("explain", "--rules", dir, msg)
+	want := "error:    " + filepath.Join(dir, "10-r.yaml") + ":2:27: rule idx: index out of range"
+	if code != 0 || !strings.Contains(out, "verdict:  accept 250") || !strings.Contains(out, want) {
+		t.Errorf("exit %d, stdout lacks %q:\n%s%s", code, want, out, errs)
+	}
+	code, out, _ = runCLI("explain", "--json", "--rules", dir, msg)
+	if code != 0 || !strings.Contains(out, `"rule_errors"`) || !strings.Contains(out, `"rule": "idx"`) {
+		t.Errorf("explain --json: exit %d\n%s", code, out)
+	}
+}
+
 // TestBinary runs the built command as an operator would.
 func TestBinary(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "sluice")
