@@ -14,7 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
