@@ -176,6 +176,28 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestRulesDirWithFixtures: a rules file of several documents loads whole,
+// and fixtures kept in the rules directory are run by test, not loaded as
+// rules by check.
+func TestRulesDirWithFixtures(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"10-r.yaml":   "rules:\n  - caps: 'subject_caps => +6'\n---\nrules:\n  - big: 'size > 100000 => +1'\n",
+		"r.test.yaml": "cases:\n  - name: caps\n    message: \"Subject: FREE MONEY NOW\\n\\nhi\\n\"\n    expect: {score: 6, rules: [caps], not_rules: [big]}\n",
+	}
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, out, errs := runCLI("check", dir); code != 0 || !strings.Contains(out, "2 rules in 1 file") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := runCLI("test", "--rules", dir, dir); code != 0 || !strings.HasSuffix(out, "1 passed, 0 failed\n") {
+		t.Errorf("test: exit %d\n%s%s", code, out, errs)
+	}
+}
+
 // TestExplainRuleError: explain shows the error of a rule whose
 // expression fails, and the verdict the other rules gave.
 func TestExplainRuleError(t *testing.T) {
