@@ -223,7 +223,7 @@ func coreFuncs() []Func {
 func (m *Message) count(counter, key, window string) int {
 	w, err := ParseWindow(window)
 	if err != nil {
-		m.Fail(err)
+		m.Fail(fmt.Errorf("%w: count: %v", ErrInvalidArgument, err))
 		return 0
 	}
 	if m.in.Counters == nil {

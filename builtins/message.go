@@ -2,6 +2,7 @@ package builtins
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"time"
@@ -163,6 +164,11 @@ func (m *Message) Err() error { return m.err }
 
 // ClearErr forgets the recorded error.
 func (m *Message) ClearErr() { m.err = nil }
+
+// ErrInvalidArgument is wrapped by the error a function records when the
+// rule gave it an argument it cannot use (a bad count() window): a bug in
+// the rule, not a fact that could not be computed.
+var ErrInvalidArgument = errors.New("invalid argument")
 
 // Fail records an error met while computing a fact or running a function.
 func (m *Message) Fail(err error) {

@@ -72,6 +72,10 @@ func ParseHeader(raw []byte) (*Header, error) {
 	h := &Header{off: len(raw)}
 	var err error
 	cur := -1
+	// A folded field grows in f.val and becomes a string once complete:
+	// appending each continuation line to a string would copy the whole
+	// value per line, quadratic in a field folded over 100,000s of lines.
+	var f folding
 	for off, n := 0, 0; off < len(raw); n++ {
 		line, next := raw[off:], len(raw)
 		if i := bytes.IndexByte(line, '\n'); i >= 0 {
@@ -81,11 +85,12 @@ func ParseHeader(raw []byte) (*Header, error) {
 		switch {
 		case len(line) == 0:
 			h.off = next
+			f.flush(h, cur)
 			h.trim()
 			return h, err
 		case line[0] == ' ' || line[0] == '\t':
 			if cur >= 0 {
-				h.fields[cur].value += string(line)
+				f.add(h, cur, line)
 			} else if err == nil {
 				err = fmt.Errorf("%w: line %d: continuation line before any field", ErrMalformedHeader, n+1)
 			}
@@ -99,9 +104,11 @@ func ParseHeader(raw []byte) (*Header, error) {
 					err = fmt.Errorf("%w: line %d is not a header field; the body is taken to start there", ErrMalformedHeader, n+1)
 				}
 				h.off = off
+				f.flush(h, cur)
 				h.trim()
 				return h, err
 			}
+			f.flush(h, cur)
 			h.fields = append(h.fields, headerField{
 				key:   string(bytes.TrimRight(line[:colon], " \t")),
 				value: string(line[colon+1:]),
@@ -110,8 +117,30 @@ func ParseHeader(raw []byte) (*Header, error) {
 		}
 		off = next
 	}
+	f.flush(h, cur)
 	h.trim()
 	return h, err
+}
+
+// folding collects the continuation lines of the field being read.
+type folding struct {
+	val    []byte
+	active bool // val holds the current field's value
+}
+
+func (f *folding) add(h *Header, cur int, line []byte) {
+	if !f.active {
+		f.val = append(f.val[:0], h.fields[cur].value...)
+		f.active = true
+	}
+	f.val = append(f.val, line...)
+}
+
+func (f *folding) flush(h *Header, cur int) {
+	if f.active {
+		h.fields[cur].value = string(f.val)
+		f.active = false
+	}
 }
 
 func (h *Header) trim() {

@@ -171,3 +171,32 @@ func BenchmarkLoad1000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFoldedSubject is what the relay does with a message whose
+// Subject is folded over many short lines (a 1 MB header): parse it once
+// and run the shipped rules, which read the subject, the From, the text and
+// the fingerprint. Time per byte must not grow with the size.
+func BenchmarkFoldedSubject(b *testing.B) {
+	rs := loadDefaultRules(b)
+	for _, size := range []int{100 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("%dKB", size>>10), func(b *testing.B) {
+			var m strings.Builder
+			m.WriteString("From: billing@example.com\r\nTo: bob@example.org\r\nSubject: start")
+			for m.Len() < size {
+				m.WriteString("\r\n ab")
+			}
+			m.WriteString("\r\n\r\nbody https://example.com/x\r\n")
+			env := benchEnvelope
+			env.Raw = []byte(m.String())
+			in := benchInput()
+			b.SetBytes(int64(len(env.Raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				in.Rcpts, in.Parsed = in.Rcpts[:0], nil
+				if v := rs.Replay(context.Background(), in, env); v.Action == "" {
+					b.Fatal("no verdict")
+				}
+			}
+		})
+	}
+}

@@ -101,6 +101,10 @@ type compiled struct {
 	lists []listRef
 	// guard, when set, is checked natively before the program runs.
 	guard *guard
+	// pos maps a character offset of the expression to FILE:LINE:COL in
+	// the rules file, for errors at run time; nil for expressions
+	// compiled outside a file.
+	pos func(off int) string
 }
 
 type listRef struct {

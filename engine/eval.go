@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/sluicemail/sluice/builtins"
@@ -39,11 +41,12 @@ type Txn struct {
 	ran      [builtins.NumPhases]bool
 	dataDone bool
 
-	score   float64
-	hits    []Hit
-	errors  []string
-	decided *decision
-	hold    *Rule
+	score    float64
+	hits     []Hit
+	errors   []string
+	ruleErrs []RuleError
+	decided  *decision
+	hold     *Rule
 
 	lists       []ListAdd // list actions not yet taken
 	rcpts       []RecipientVerdict
@@ -85,7 +88,7 @@ func (rs *RuleSet) Begin(ctx context.Context, in *builtins.Input) *Txn {
 	t.id = rs.ids.Next(rs.now())
 	t.ran = [builtins.NumPhases]bool{}
 	t.dataDone = false
-	t.score, t.hits, t.errors = 0, t.hits[:0], t.errors[:0]
+	t.score, t.hits, t.errors, t.ruleErrs = 0, t.hits[:0], t.errors[:0], t.ruleErrs[:0]
 	t.decided, t.hold = nil, nil
 	t.lists = nil
 	t.rcpts = t.rcpts[:0]
@@ -162,7 +165,7 @@ func (t *Txn) Reset() {
 	t.rewind(builtins.Mail)
 	t.in.MailFrom, t.in.Rcpts, t.in.Raw = "", nil, nil
 	t.id = t.rs.ids.Next(t.rs.now())
-	t.errors = t.errors[:0]
+	t.errors, t.ruleErrs = t.errors[:0], t.ruleErrs[:0]
 }
 
 // rewind forgets phase p and every later one, as if they had not run.
@@ -424,32 +427,58 @@ func (t *Txn) fires(s *slot, rcpt string) bool {
 	return t.eval(s.rule, rcpt)
 }
 
-// eval runs one rule and records a hit if it fired. An error (a fact that
-// could not be computed, a run-time failure) is recorded; for an enforced
-// rule it becomes a temporary failure, since neither passing nor refusing
-// the message would be a decision the operator wrote.
+// eval runs one rule and records a hit if it fired. Errors are of two
+// kinds (SPEC 6). A fact that could not be computed at all (the store is
+// down, no resolver answers) leaves the rule undecided: for an enforced rule
+// the message is tempfailed, since neither passing nor refusing it would be
+// a decision the operator wrote. An error of the expression itself (an index
+// out of range, a bad pattern from the sender) is a bug in the rule: the
+// rule does not fire and the error is recorded and counted, but the message
+// goes on; one broken rule must not become an outage.
 func (t *Txn) eval(r *Rule, rcpt string) bool {
 	out, err := t.vm.Run(r.compiled.prog, t.m)
 	if ferr := t.m.Err(); ferr != nil {
-		err = ferr
 		t.m.ClearErr()
+		if !errors.Is(ferr, builtins.ErrInvalidArgument) {
+			t.errors = append(t.errors, fmt.Sprintf("rule %s (%s): %v", r.Name, r.Where(), ferr))
+			if !r.Shadow && t.decided == nil {
+				t.decided = &decision{phase: r.Phase, internal: true}
+			}
+			return false
+		}
+		err = ferr
+	}
+	if err == nil {
+		if _, ok := out.(bool); !ok {
+			err = fmt.Errorf("the expression gave %T, not true or false", out)
+		}
 	}
 	if err != nil {
-		t.errors = append(t.errors, fmt.Sprintf("rule %s (%s): %v", r.Name, r.Where(), err))
-		if !r.Shadow && t.decided == nil {
-			t.decided = &decision{phase: r.Phase, internal: true}
-		}
+		t.ruleError(r, rcpt, err)
 		return false
 	}
-	fired, ok := out.(bool)
-	if !ok {
-		t.errors = append(t.errors, fmt.Sprintf("rule %s (%s): expression gave %T, not a bool", r.Name, r.Where(), out))
-		return false
-	}
+	fired := out.(bool)
 	if fired {
 		t.hit(r, rcpt)
 	}
 	return fired
+}
+
+// ruleError records an error of r's expression: the rule did not fire.
+func (t *Txn) ruleError(r *Rule, rcpt string, err error) {
+	re := RuleError{Rule: r.Name, Where: r.Where(), Shadow: r.Shadow, Recipient: rcpt, Err: err.Error()}
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		// expr's message carries a snippet of the expression over several
+		// lines; the position in the rules file says the same on one.
+		re.Err = fe.Message
+		if r.compiled.pos != nil {
+			re.Where = r.compiled.pos(fe.From)
+		}
+	}
+	t.ruleErrs = append(t.ruleErrs, re)
+	t.errors = append(t.errors, re.String())
+	t.rs.ruleErrors[r.Index].Add(1)
 }
 
 func (t *Txn) hit(r *Rule, rcpt string) {
@@ -489,6 +518,9 @@ func (t *Txn) Verdict() *Verdict {
 	}
 	if len(t.errors) > 0 {
 		v.Errors = append([]string(nil), t.errors...)
+	}
+	if len(t.ruleErrs) > 0 {
+		v.RuleErrors = append([]RuleError(nil), t.ruleErrs...)
 	}
 	if len(t.lists) > 0 {
 		v.Lists = append([]ListAdd(nil), t.lists...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -219,11 +220,120 @@ rules:
 		t.Errorf("store failure: %s %d", v.Action, v.Code)
 	}
 
-	// A run-time failure of the expression itself.
-	rs = mustLoad(t, "r.yaml", "rules:\n  - idx: split(subject, \"x\")[5] == \"\" => +1\n")
-	v = replay(rs, nil, "a@b.example", []string{"c@d.example"}, plainMsg)
-	if v.Action != Tempfail || len(v.Errors) != 1 {
-		t.Errorf("runtime error: %s %v", v.Action, v.Errors)
+	if len(v.RuleErrors) != 0 {
+		t.Errorf("a fact that could not be computed counted as a rule error: %v", v.RuleErrors)
+	}
+}
+
+// TestRuleErrorsDoNotTempfail: an error of the expression itself is a bug
+// in the rule (SPEC 6): the rule does not fire, the error is recorded with
+// its position and counted, and the message is judged by the other rules.
+func TestRuleErrorsDoNotTempfail(t *testing.T) {
+	const noFrom = "To: bob@example.org\r\nSubject: hello\r\nX-Pattern: ([a-\r\nX-Window: 2y\r\n\r\nbody\r\n"
+	tests := []struct {
+		name, rules, msg string
+		action           string
+		score            float64
+		fired            string
+		errs             []string // each a substring of one RuleError, in order
+	}{
+		{"index out of range on a message without From", `
+  - idx: 'split(from, "@")[1] == "x" => block 550'
+  - s: size > 0 => +1`, noFrom, Accept, 1, "s",
+			[]string{"r.yaml:2:27: rule idx: index out of range"}},
+		{"bad regexp from the sender", `
+  - re: 'subject matches header("X-Pattern") => block 550'
+  - s: size > 0 => +2`, noFrom, Accept, 2, "s",
+			[]string{"r.yaml:2:18: rule re: error parsing regexp"}},
+		{"bad count window from the sender", `
+  - cw: 'count("x", subject, header("X-Window")) > 0 => block 421'
+  - s: size > 0 => +1`, noFrom, Accept, 1, "s",
+			[]string{"rule cw: invalid argument: count"}},
+		{"full form, per recipient, later rules still refuse", `
+  - name: rc
+    when: split(rcpt, "+")[1] == "tag"
+    then: block 550
+  - b: 'subject == "hello" => block 554 5.7.1 "no"'`, noFrom, Reject, 0, "b",
+			[]string{"r.yaml:3:27: rule rc: index out of range", "for bob@example.org"}},
+		{"shadow rule", `
+  - name: sh
+    when: split(from, "@")[1] == "x"
+    then: block 550
+    mode: shadow`, noFrom, Accept, 0, "",
+			[]string{"rule sh: index out of range"}},
+		{"a rule that works on a normal message", `
+  - idx: 'split(from, "@")[1] == "example.com" => +3'`, plainMsg, Accept, 3, "idx", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := mustLoad(t, "r.yaml", "rules:"+tt.rules+"\n")
+			for range 2 { // the count goes up with each message
+				v := replay(rs, nil, "a@b.example", []string{"bob@example.org"}, tt.msg)
+				if v.Action != tt.action || v.Score != tt.score || hitNames(v) != tt.fired {
+					t.Errorf("verdict %s score %v fired %q, want %s %v %q (errors %q)", v.Action, v.Score, hitNames(v), tt.action, tt.score, tt.fired, v.Errors)
+				}
+				if len(v.RuleErrors) != min(len(tt.errs), 1) || len(v.Errors) != len(v.RuleErrors) {
+					t.Fatalf("rule errors %v, errors %q", v.RuleErrors, v.Errors)
+				}
+				for _, want := range tt.errs {
+					if !strings.Contains(v.Errors[0], want) || !strings.Contains(v.Errors[0], "the rule did not fire") {
+						t.Errorf("error %q lacks %q", v.Errors[0], want)
+					}
+				}
+			}
+			for name, n := range rs.RuleErrors() {
+				if len(tt.errs) == 0 || n != 2 || name != v0(tt.errs) {
+					t.Errorf("error count %s=%d", name, n)
+				}
+			}
+		})
+	}
+}
+
+// v0 is the rule name in an expected error: "... rule NAME: ...".
+func v0(errs []string) string {
+	_, rest, _ := strings.Cut(errs[0], "rule ")
+	name, _, _ := strings.Cut(rest, ":")
+	return name
+}
+
+// TestGuardPanicIsARuleError: a native call that panics inside a guard is
+// reported like the same panic in the VM, as an error of the rule, and does
+// not take the process down.
+func TestGuardPanicIsARuleError(t *testing.T) {
+	reg := builtins.NewRegistry()
+	if err := reg.RegisterFunc(builtins.Func{Name: "fragile", Signature: "fragile(s) string", Phase: builtins.Connect, Doc: "test",
+		Params: []builtins.Type{builtins.String}, Result: builtins.String,
+		Call: func(_ *builtins.Message, a []any) any {
+			s := a[0].(string)
+			return s[:strings.IndexByte(s, '.')] // panics without a dot
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	src := "rules:\n  - p: 'fragile(helo) == \"mail\" => +1'\n  - s: size > 0 => +1\n"
+	guarded, err := Load([]File{{Name: "r.yaml", Src: []byte(src)}}, reg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if guarded.rules[0].compiled.guard == nil {
+		t.Fatal("the call got no guard: the test does not test guards")
+	}
+	plain, _ := Load([]File{{Name: "r.yaml", Src: []byte(src)}}, reg, Options{})
+	for _, r := range plain.rules {
+		r.compiled.guard = nil
+	}
+	plain.index()
+	for _, helo := range []string{"mail.example.com", "localhost"} {
+		env := Envelope{Helo: helo, MailFrom: "a@b.example", Rcpts: []string{"c@d.example"}, Raw: []byte(plainMsg)}
+		va := guarded.Replay(t.Context(), &builtins.Input{ClientIP: "192.0.2.1"}, env)
+		vb := plain.Replay(t.Context(), &builtins.Input{ClientIP: "192.0.2.1"}, env)
+		va.ID, vb.ID = "", ""
+		if !reflect.DeepEqual(va, vb) {
+			t.Errorf("helo %s: guarded verdict differs:\n%+v\nplain:\n%+v", helo, va, vb)
+		}
+		if helo == "localhost" && (va.Action != Accept || len(va.RuleErrors) != 1 || hitNames(va) != "s") {
+			t.Errorf("helo %s: %s, hits %q, rule errors %v", helo, va.Action, hitNames(va), va.RuleErrors)
+		}
 	}
 }
 

@@ -454,6 +454,23 @@ func (g *guard) walk(fn func(*guard)) {
 	}
 }
 
+// checkSafe is check with a panic in a native call (a bug in a function,
+// or input nobody foresaw) turned into guardUnknown: the rule then runs in
+// the VM, which recovers the same panic and reports it as an error of the
+// rule, exactly as without guards. It never takes the relay down.
+func (g *guard) checkSafe(t *Txn) (r guardResult) {
+	base := len(t.gargs)
+	defer func() {
+		if recover() != nil {
+			clear(t.gargs[base:])
+			t.gargs = t.gargs[:base]
+			t.m.ClearErr()
+			r = guardUnknown
+		}
+	}()
+	return g.check(t)
+}
+
 // check evaluates the guard for the transaction's message, computing what
 // it needs. A fact that fails to compute gives guardUnknown, so the rule
 // runs and reports it.
@@ -654,7 +671,7 @@ func (s *slot) check(t *Txn) guardResult {
 	case slotNone:
 		return guardUnknown
 	case slotGuard:
-		return s.g.check(t)
+		return s.g.checkSafe(t)
 	}
 	m := t.m
 	v := m.FactValue(s.fact)

@@ -12,9 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicemail/sluice/builtins"
 )
@@ -75,13 +76,31 @@ type RuleSet struct {
 	warnings   []Problem
 	dir        string
 	files      []string
-	checksum   string
-	loadedAt   time.Time
+	// declaredEmpty: a file holds `rules: []`, so having no rules is meant.
+	declaredEmpty bool
+	checksum      string
+	loadedAt      time.Time
 
 	ids      *IDSource
 	now      func() time.Time
 	pool     sync.Pool
 	matchers []factMatcher
+	// ruleErrors counts, by rule index, the evaluations whose expression
+	// failed at run time.
+	ruleErrors []atomic.Uint64
+}
+
+// RuleErrors is how many times each rule's expression failed at run time
+// since the set was loaded, by rule name; rules that never failed are left
+// out. The relay exports it as a counter.
+func (rs *RuleSet) RuleErrors() map[string]uint64 {
+	out := map[string]uint64{}
+	for i := range rs.ruleErrors {
+		if n := rs.ruleErrors[i].Load(); n > 0 {
+			out[rs.rules[i].Name] = n
+		}
+	}
+	return out
 }
 
 type phaseRules struct {
@@ -140,18 +159,43 @@ type Options struct {
 var DynamicLists = []string{"bounces", "unsubscribes", "blocked"}
 
 // LoadDir loads every *.yaml and *.yml file of dir, in lexical order of file
-// name. Hidden files (editor swap files, Kubernetes' ..data) are skipped. On
+// name. Hidden files (editor swap files, Kubernetes' ..data) and fixtures
+// (*.test.yaml, *.test.yml) are skipped. On
 // any problem it returns a *LoadError listing them all and no RuleSet.
+//
+// A directory that yields no rules is an error, so that a rules file renamed
+// away, a symlink that no longer resolves or a rules_dir pointing at the
+// wrong place never replaces a policy with nothing: running without rules
+// is said on purpose, with a file holding `rules: []`.
 func LoadDir(dir string, reg *builtins.Registry, opts Options) (*RuleSet, error) {
 	files, err := ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	return loadDir(dir, files, reg, opts)
+}
+
+// loadDir compiles the files read from dir and refuses a set without rules
+// that no file declared empty.
+func loadDir(dir string, files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) {
 	rs, err := Load(files, reg, opts)
-	if rs != nil {
-		rs.dir = dir
+	if err != nil {
+		return nil, err
 	}
-	return rs, err
+	rs.dir = dir
+	if len(rs.rules) == 0 && !rs.declaredEmpty {
+		msg := "no rules files (*.yaml, *.yml) in the directory"
+		if len(files) > 0 {
+			names := make([]string, len(files))
+			for i, f := range files {
+				names[i] = filepath.Base(f.Name)
+			}
+			msg = "no rules in " + strings.Join(names, ", ")
+		}
+		msg += "; a rule set without rules is refused (the live rules, if any, stay). To run without rules on purpose, write a file holding `rules: []`"
+		return nil, &LoadError{Problems: []Problem{{File: dir, Msg: msg}}}
+	}
+	return rs, nil
 }
 
 // ReadDir reads the rules files of dir as LoadDir would load them.
@@ -166,9 +210,17 @@ func ReadDir(dir string) ([]File, error) {
 		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
 			continue
 		}
+		if strings.HasSuffix(name, ".test.yaml") || strings.HasSuffix(name, ".test.yml") {
+			continue // fixtures kept next to the rules they test (SPEC 4)
+		}
 		path := filepath.Join(dir, name)
 		st, err := os.Stat(path) // follows symlinks, as ConfigMap mounts need
-		if err != nil || !st.Mode().IsRegular() {
+		if err != nil {
+			// A dangling symlink or a symlink loop: a rules file the
+			// operator meant to be there cannot be read.
+			return nil, &LoadError{Problems: []Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", err)}}}
+		}
+		if !st.Mode().IsRegular() {
 			continue
 		}
 		src, err := os.ReadFile(path)
@@ -213,16 +265,17 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 		return nil, &LoadError{Problems: l.problems}
 	}
 	rs := &RuleSet{
-		reg:        reg,
-		rules:      l.rules,
-		byName:     l.names,
-		thresholds: l.thresholds,
-		lists:      l.lists,
-		checksum:   Checksum(files),
-		ids:        opts.IDs,
-		files:      fileNames(files),
-		now:        opts.Now,
-		loadedAt:   time.Now(),
+		reg:           reg,
+		rules:         l.rules,
+		byName:        l.names,
+		thresholds:    l.thresholds,
+		lists:         l.lists,
+		checksum:      Checksum(files),
+		declaredEmpty: l.declaredEmpty,
+		ids:           opts.IDs,
+		files:         fileNames(files),
+		now:           opts.Now,
+		loadedAt:      time.Now(),
 	}
 	if rs.ids == nil {
 		rs.ids = NewIDSource()
@@ -234,6 +287,7 @@ func Load(files []File, reg *builtins.Registry, opts Options) (*RuleSet, error) 
 	rs.warnings = append(l.warnings, rs.lint(l)...)
 	sortProblems(rs.warnings)
 	rs.pool.New = func() any { return newTxn(rs.reg) }
+	rs.ruleErrors = make([]atomic.Uint64, len(rs.rules))
 	return rs, nil
 }
 
@@ -272,6 +326,8 @@ type loader struct {
 	problems   []Problem
 	warnings   []Problem
 	listUses   []listUse
+	// declaredEmpty: some file says `rules: []`.
+	declaredEmpty bool
 }
 
 // listUse records in_list("NAME", ...) with a constant name, to warn about
@@ -288,11 +344,27 @@ const maxYAMLRecoveries = 10
 
 func (l *loader) loadFile(name string, src []byte) {
 	s := newSource(name, src)
-	doc, ok := l.parseYAML(s, src)
-	if !ok || doc.Kind == 0 || len(doc.Content) == 0 {
-		return // unreadable, or an empty file (everything commented out)
+	docs, ok := l.parseYAML(s, src)
+	if !ok {
+		return
 	}
-	root := doc.Content[0]
+	// A file may hold several documents ("---"); each is read as a rules
+	// file of its own, and derived rule names count on across them.
+	n := 0
+	for i, doc := range docs {
+		docEnd := len(s.lines)
+		if i+1 < len(docs) && docs[i+1].Line > doc.Line {
+			docEnd = docs[i+1].Line - 1
+		}
+		l.loadDoc(s, doc, docEnd, &n)
+	}
+}
+
+func (l *loader) loadDoc(s *source, doc *yaml.Node, docEnd int, n *int) {
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return // an empty document (everything commented out)
+	}
+	root := resolve(doc.Content[0])
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		return
 	}
@@ -300,11 +372,12 @@ func (l *loader) loadFile(name string, src []byte) {
 		l.problems = append(l.problems, s.atNode(root, "a rules file is a mapping with any of the keys thresholds, lists, rules"))
 		return
 	}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		end := len(s.lines)
-		if i+2 < len(root.Content) {
-			end = root.Content[i+2].Line - 1
+	ps := pairs(root)
+	for i, p := range ps {
+		k, v := p.k, p.v
+		end := docEnd
+		if i+1 < len(ps) && ps[i+1].k.Line > k.Line {
+			end = ps[i+1].k.Line - 1
 		}
 		switch k.Value {
 		case "thresholds":
@@ -316,39 +389,38 @@ func (l *loader) loadFile(name string, src []byte) {
 				l.loadLists(s, v)
 			}
 		case "rules":
-			l.loadRules(s, v, end)
+			l.loadRules(s, v, end, n)
 		default:
 			l.problems = append(l.problems, s.atNode(k, fmt.Sprintf("unknown key %q: a rules file holds thresholds, lists and rules%s", k.Value, didYouMean(k.Value, topKeys))))
 		}
 	}
 }
 
-// parseYAML parses src, reporting each syntax error. To report every
-// problem at once rather than one per edit-and-retry, it blanks the line
-// of each error and parses again, a bounded number of times; what overlaps
-// a blanked line is then skipped so no error is reported twice.
-func (l *loader) parseYAML(s *source, src []byte) (yaml.Node, bool) {
-	var doc yaml.Node
-	err := yaml.Unmarshal(src, &doc)
+// parseYAML parses every document of src, reporting each syntax error. To
+// report every problem at once rather than one per edit-and-retry, it
+// blanks the line of each error and parses again, a bounded number of
+// times; what overlaps a blanked line is then skipped so no error is
+// reported twice.
+func (l *loader) parseYAML(s *source, src []byte) ([]*yaml.Node, bool) {
+	docs, err := decodeAll(src)
 	if err == nil {
-		return doc, true
+		return docs, true
 	}
 	lines := append([]string(nil), s.lines...)
 	s.blanked = map[int]bool{}
 	for range maxYAMLRecoveries {
 		p := s.yamlProblem(err)
 		if p.Line < 1 || p.Line > len(lines) || s.blanked[p.Line] {
-			return doc, false
+			return docs, false
 		}
 		l.problems = append(l.problems, p)
 		s.blanked[p.Line] = true
 		lines[p.Line-1] = ""
-		doc = yaml.Node{}
-		if err = yaml.Unmarshal([]byte(strings.Join(lines, "\n")), &doc); err == nil {
-			return doc, true
+		if docs, err = decodeAll([]byte(strings.Join(lines, "\n"))); err == nil {
+			return docs, true
 		}
 	}
-	return doc, false
+	return docs, false
 }
 
 func (l *loader) loadThresholds(s *source, k, v *yaml.Node) {
@@ -357,13 +429,14 @@ func (l *loader) loadThresholds(s *source, k, v *yaml.Node) {
 		return
 	}
 	l.thrWhere = fmt.Sprintf("%s:%d:%d", s.name, k.Line, k.Column)
+	v = resolve(v)
 	if v.Kind != yaml.MappingNode {
 		l.problems = append(l.problems, s.atNode(v, "thresholds is a mapping, e.g. {reject: 13, hold: 8, tag: 5}"))
 		return
 	}
 	keys := []string{"reject", "hold", "tag"}
-	for i := 0; i+1 < len(v.Content); i += 2 {
-		tk, tv := v.Content[i], v.Content[i+1]
+	for _, p := range pairs(v) {
+		tk, tv := p.k, p.v
 		var dst **float64
 		switch tk.Value {
 		case "reject":
@@ -396,12 +469,13 @@ func (l *loader) loadThresholds(s *source, k, v *yaml.Node) {
 }
 
 func (l *loader) loadLists(s *source, v *yaml.Node) {
+	v = resolve(v)
 	if v.Kind != yaml.MappingNode {
 		l.problems = append(l.problems, s.atNode(v, "lists is a mapping of list names to lists of values"))
 		return
 	}
-	for i := 0; i+1 < len(v.Content); i += 2 {
-		nk, nv := v.Content[i], v.Content[i+1]
+	for _, p := range pairs(v) {
+		nk, nv := p.k, p.v
 		name := nk.Value
 		if prev, ok := l.lists[name]; ok {
 			l.problems = append(l.problems, s.atNode(nk, fmt.Sprintf("list %q is already defined at %s", name, prev.where)))
@@ -412,7 +486,7 @@ func (l *loader) loadLists(s *source, v *yaml.Node) {
 			continue
 		}
 		list := &staticList{where: fmt.Sprintf("%s:%d:%d", s.name, nk.Line, nk.Column), exact: map[string]struct{}{}}
-		for _, e := range nv.Content {
+		for _, e := range listEntries(nv, 0) {
 			if e.Kind != yaml.ScalarNode {
 				l.problems = append(l.problems, s.atNode(e, fmt.Sprintf("list %q: entries are single values", name)))
 				continue
@@ -428,9 +502,31 @@ func (l *loader) loadLists(s *source, v *yaml.Node) {
 	}
 }
 
+// listEntries returns the entries of a list, aliases resolved; an entry
+// that is itself a sequence (an alias of another list, as in
+// [*role_locals, postmaster]) contributes its entries.
+func listEntries(n *yaml.Node, depth int) []*yaml.Node {
+	var out []*yaml.Node
+	for _, e := range n.Content {
+		e = resolve(e)
+		if e.Kind == yaml.SequenceNode && depth < maxAliasDepth {
+			out = append(out, listEntries(e, depth+1)...)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
 var ruleKeys = []string{"name", "when", "then", "description", "mode"}
 
-func (l *loader) loadRules(s *source, v *yaml.Node, end int) {
+// loadRules reads a rules sequence; n counts the file's rules so far, for
+// derived names.
+func (l *loader) loadRules(s *source, v *yaml.Node, end int, n *int) {
+	v = resolve(v)
+	if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+		l.declaredEmpty = true
+	}
 	if v.Kind != yaml.SequenceNode {
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			return
@@ -440,20 +536,22 @@ func (l *loader) loadRules(s *source, v *yaml.Node, end int) {
 	}
 	base := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(s.name), ".yaml"), ".yml")
 	for i, item := range v.Content {
-		derived := fmt.Sprintf("%s#%d", base, i+1)
+		*n++
+		derived := fmt.Sprintf("%s#%d", base, *n)
 		last := min(end, lastLine(item))
-		if i+1 < len(v.Content) {
+		if i+1 < len(v.Content) && v.Content[i+1].Line > item.Line {
 			last = min(last, v.Content[i+1].Line-1)
 		}
 		if s.overlapsBlanked(item.Line, last) {
 			continue
 		}
+		item = resolve(item)
 		switch item.Kind {
 		case yaml.ScalarNode:
 			l.oneLiner(s, derived, nil, item)
 		case yaml.MappingNode:
-			if len(item.Content) == 2 && !isRuleKey(item.Content[0].Value) {
-				k, val := item.Content[0], item.Content[1]
+			if ps := pairs(item); len(ps) == 1 && !isRuleKey(ps[0].k.Value) {
+				k, val := ps[0].k, ps[0].v
 				if strings.Contains(k.Value, "=>") {
 					l.problems = append(l.problems, s.atNode(k, "YAML read this rule as a mapping because it holds \": \"; quote the whole rule, as in\n    "+quotedForm(s.line(k.Line))))
 					continue
@@ -550,8 +648,8 @@ func (l *loader) fullForm(s *source, derived string, item *yaml.Node) {
 	r := &Rule{Name: derived, File: s.name, Line: item.Line, Col: item.Column}
 	var when, then *yaml.Node
 	bad := false
-	for i := 0; i+1 < len(item.Content); i += 2 {
-		k, v := item.Content[i], item.Content[i+1]
+	for _, p := range pairs(item) {
+		k, v := p.k, p.v
 		if v.Kind != yaml.ScalarNode {
 			l.problems = append(l.problems, s.atNode(v, fmt.Sprintf("%s: want a single value", k.Value)))
 			bad = true
@@ -663,6 +761,11 @@ func (l *loader) compileRule(s *source, r *Rule, v *yaml.Node, off int) bool {
 	}
 	if c == nil {
 		return false
+	}
+	src := r.When
+	c.pos = func(runeOff int) string {
+		line, col := s.scalarPos(v, off+runeToByte(src, runeOff))
+		return fmt.Sprintf("%s:%d:%d", s.name, line, col)
 	}
 	r.compiled = c
 	r.Phase = c.phase

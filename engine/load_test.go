@@ -261,6 +261,7 @@ func TestLoadDirOrderAndSkips(t *testing.T) {
 	write(".10-a.yaml.swp", "garbage: [")
 	write("notes.txt", "not yaml")
 	write("empty.yaml", "# all commented out\n")
+	write("10-a.test.yaml", "cases:\n  - name: fixtures live next to the rules they test\n")
 	if err := os.Mkdir(filepath.Join(dir, "..data"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -389,5 +390,79 @@ rules:
 		if !strings.HasPrefix(got[i], w) {
 			t.Errorf("problem %d = %q, want prefix %q", i, got[i], w)
 		}
+	}
+}
+
+// TestYAMLAsOperatorsWriteIt: several documents in one file, anchors and
+// aliases, merge keys: everything YAML offers loads, and errors keep their
+// FILE:LINE:COL.
+func TestYAMLAsOperatorsWriteIt(t *testing.T) {
+	rs := mustLoad(t, "r.yaml", `thresholds: &th {reject: 13, hold: 8}
+lists:
+  base: &base [noreply, no-reply]
+  more: [*base, mailer-daemon]
+  same: *base
+rules:
+  - &caps caps: 'subject_caps => +2'
+  - name: base-block
+    <<: &blk
+      then: block 550 5.7.1 "no"
+      description: shared
+    when: helo == "a"
+---
+# a second document: its rules load too, and derived names count on
+rules:
+  - size > 10 => +1
+  - name: merged
+    <<: *blk
+    when: helo == "b"
+    then: +3
+---
+rules:
+  - name: two-merges
+    <<: [{when: 'helo == "c"'}, {when: 'helo == "d"', then: +4}]
+`)
+	var names []string
+	for _, r := range rs.Rules() {
+		names = append(names, r.Name)
+	}
+	if got := strings.Join(names, ","); got != "caps,base-block,r#3,merged,two-merges" {
+		t.Fatalf("rules %s", got)
+	}
+	if th := rs.Thresholds(); th.Reject == nil || *th.Reject != 13 || th.Hold == nil || *th.Hold != 8 {
+		t.Errorf("thresholds from a flow mapping with an anchor: %+v", th)
+	}
+	b, _ := rs.Rule("base-block")
+	m, _ := rs.Rule("merged")
+	two, _ := rs.Rule("two-merges")
+	if b.Then.Code != 550 || b.Description != "shared" || m.Then.Kind != ActScore || m.Then.Score != 3 || m.Description != "shared" {
+		t.Errorf("merge keys: base-block %v %q, merged %v %q", b.Then, b.Description, m.Then, m.Description)
+	}
+	if two.When != `helo == "c"` || two.Then.Score != 4 {
+		t.Errorf("of two merged mappings the first wins: when %q then %v", two.When, two.Then)
+	}
+	if r, _ := rs.Rule("r#3"); r.Line != 16 {
+		t.Errorf("rule of the second document at line %d, want 16", r.Line)
+	}
+	for list, in := range map[string]string{"more": "mailer-daemon", "same": "no-reply"} {
+		if ok, found := rs.lists.Lookup(list, in); !ok || !found {
+			t.Errorf("list %s lacks %s", list, in)
+		}
+	}
+	if ok, _ := rs.lists.Lookup("more", "noreply"); !ok {
+		t.Error("an alias of a list inside a list is not expanded")
+	}
+
+	// Problems in a later document point at their own lines.
+	got := strings.Join(problems(t, "r.yaml", "rules:\n  - a: size > 1 => +1\n---\nrules:\n  - b: sise > 1 => +1\n---\nrulez: []\n"), "\n")
+	for _, want := range []string{"r.yaml:5:8: unknown name sise (did you mean size?)", `r.yaml:7:1: unknown key "rulez"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	// Two documents defining thresholds are two definitions.
+	got = strings.Join(problems(t, "r.yaml", "thresholds: {reject: 5}\nrules: []\n---\nthresholds: {reject: 6}\n"), "\n")
+	if !strings.Contains(got, "r.yaml:4:1: thresholds are already defined at r.yaml:1:1") {
+		t.Errorf("thresholds twice: %s", got)
 	}
 }

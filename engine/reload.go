@@ -47,7 +47,8 @@ type ReloadStatus struct {
 	Failures int       `json:"failures"` // rejected sets since start
 }
 
-// NewReloader loads dir; the first load must succeed. onSwap, if not nil,
+// NewReloader loads dir; the first load must succeed, and a directory
+// without rules fails it as it fails a reload (see LoadDir). onSwap, if not nil,
 // is called after each successful swap (not for the first load).
 func NewReloader(dir string, reg *builtins.Registry, opts Options, log *slog.Logger, onSwap func(*RuleSet)) (*Reloader, error) {
 	if opts.IDs == nil {
@@ -79,23 +80,34 @@ func (r *Reloader) Reload(why string) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	files, err := ReadDir(r.dir)
-	sum := ""
+	// key identifies what was read: the content, or the reason it could
+	// not be read, so that an unchanged failure is reported once.
+	var key string
 	if err == nil {
-		sum = Checksum(files)
-		if sum == r.cur.Load().Checksum() {
+		key = Checksum(files)
+		if key == r.cur.Load().Checksum() {
+			if st := *r.status.Load(); !st.OK {
+				// A broken edit undone: what is on disk is live again.
+				st.At, st.OK, st.Problems = time.Now(), true, nil
+				r.status.Store(&st)
+				r.lastBad, r.lastErr = "", nil
+				r.log.Info("rules directory is back to the live rules", "dir", r.dir, "trigger", why)
+			}
 			return false, nil
 		}
-		if sum == r.lastBad && r.lastErr != nil {
-			return false, r.lastErr // rejected already: do not log it again every poll
-		}
+	} else {
+		key = "unreadable\x00" + err.Error()
+	}
+	if key == r.lastBad && r.lastErr != nil {
+		return false, r.lastErr // rejected already: do not log it again every poll
 	}
 	var rs *RuleSet
 	if err == nil {
-		rs, err = Load(files, r.reg, r.opts)
+		rs, err = loadDir(r.dir, files, r.reg, r.opts)
 	}
 	r.lastBad, r.lastErr = "", nil
-	if err != nil && sum != "" {
-		r.lastBad, r.lastErr = sum, err
+	if err != nil {
+		r.lastBad, r.lastErr = key, err
 	}
 	st := *r.status.Load()
 	st.At = time.Now()
@@ -106,7 +118,6 @@ func (r *Reloader) Reload(why string) (bool, error) {
 		r.log.Error("rules reload rejected; the live rules stay", "dir", r.dir, "trigger", why, "problems", st.Problems)
 		return false, err
 	}
-	rs.dir = r.dir
 	r.cur.Store(rs)
 	st.OK, st.Problems, st.Checksum = true, nil, rs.Checksum()
 	st.Reloads++

@@ -181,3 +181,96 @@ func TestWatchPoll(t *testing.T) {
 	go r.Watch(ctx, time.Hour, 50*time.Millisecond)
 	live(t, r, 6)
 }
+
+// TestReloadRefusesEmptySet: whatever makes the directory yield no rules
+// (the only file renamed away, a symlink that loops or dangles, an
+// unreadable file, everything commented out) is a rejected reload: the live
+// rules stay and the status says so; restoring the file recovers.
+func TestReloadRefusesEmptySet(t *testing.T) {
+	cases := []struct {
+		name   string
+		damage func(t *testing.T, dir, f string)
+		want   string
+		root   bool // meaningless when the test runs as root
+	}{
+		{"only file renamed away", func(t *testing.T, dir, f string) {
+			if err := os.Rename(f, f+".bak"); err != nil {
+				t.Fatal(err)
+			}
+		}, "no rules files", false},
+		{"symlink loop", func(t *testing.T, dir, f string) {
+			os.Remove(f)
+			if err := os.Symlink(filepath.Base(f), f); err != nil {
+				t.Fatal(err)
+			}
+		}, "10-r.yaml: cannot read", false},
+		{"dangling symlink", func(t *testing.T, dir, f string) {
+			os.Remove(f)
+			if err := os.Symlink(filepath.Join(dir, "..data", "10-r.yaml"), f); err != nil {
+				t.Fatal(err)
+			}
+		}, "10-r.yaml: cannot read", false},
+		{"unreadable file", func(t *testing.T, dir, f string) {
+			if err := os.Chmod(f, 0); err != nil {
+				t.Fatal(err)
+			}
+		}, "10-r.yaml: cannot read", true},
+		{"everything commented out", func(t *testing.T, dir, f string) {
+			writeFile(t, f, "# rules:\n#   - name: r\n")
+		}, "no rules in 10-r.yaml", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.root && os.Geteuid() == 0 {
+				t.Skip("root reads files whatever their mode")
+			}
+			dir := t.TempDir()
+			f := filepath.Join(dir, "10-r.yaml")
+			writeFile(t, f, ruleFile(1))
+			r, err := NewReloader(dir, builtins.NewRegistry(), Options{}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := r.Current()
+			c.damage(t, dir, f)
+			changed, err := r.Reload("test")
+			if changed || err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("reload: changed %v, err %v; want an error holding %q", changed, err, c.want)
+			}
+			if r.Current() != first || r.Status().OK || r.Status().Failures != 1 {
+				t.Errorf("the empty set went live or was not recorded: %+v", r.Status())
+			}
+			// Polled again unchanged: the same error, not a second failure.
+			if _, err2 := r.Reload("poll"); err2 == nil || r.Status().Failures != 1 {
+				t.Errorf("second poll: %v, %+v", err2, r.Status())
+			}
+			live(t, r, 1)
+			// Restored: what is on disk is the live set again.
+			os.Remove(f)
+			writeFile(t, f, ruleFile(1))
+			if changed, err := r.Reload("test"); changed || err != nil || !r.Status().OK {
+				t.Errorf("restored: changed %v err %v status %+v", changed, err, r.Status())
+			}
+		})
+	}
+}
+
+// TestNewReloaderRefusesEmptyDir: the first load of a directory without
+// rules fails, so a relay never starts without a policy by accident; a
+// file holding `rules: []` says it is meant.
+func TestNewReloaderRefusesEmptyDir(t *testing.T) {
+	dir := t.TempDir()
+	_, err := NewReloader(dir, builtins.NewRegistry(), Options{}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), dir+": no rules files") || !strings.Contains(err.Error(), "rules: []") {
+		t.Fatalf("empty directory: %v", err)
+	}
+	writeFile(t, filepath.Join(dir, "00-lists.yaml"), "lists:\n  x: [a]\n")
+	if _, err := NewReloader(dir, builtins.NewRegistry(), Options{}, nil, nil); err == nil || !strings.Contains(err.Error(), "no rules in 00-lists.yaml") {
+		t.Fatalf("lists only: %v", err)
+	}
+	writeFile(t, filepath.Join(dir, "10-none.yaml"), "rules: []\n")
+	r, err := NewReloader(dir, builtins.NewRegistry(), Options{}, nil, nil)
+	if err != nil || len(r.Current().Rules()) != 0 {
+		t.Fatalf("rules: [] on purpose: %v", err)
+	}
+}

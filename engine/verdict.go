@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -32,10 +33,14 @@ type Verdict struct {
 	Rule       string             `json:"rule,omitempty"`
 	Hits       []Hit              `json:"hits"`
 	Recipients []RecipientVerdict `json:"recipients,omitempty"`
-	// Errors are the internal problems met (a fact that could not be
-	// computed, a rule that failed at run time); they never reach the
-	// client, which sees 451 4.3.0.
+	// Errors are the problems met, one line each: facts that could not be
+	// computed (which tempfail the message with 451 4.3.0, never showing
+	// the detail to the client) and the RuleErrors. The relay logs a
+	// verdict with errors at WARN.
 	Errors []string `json:"errors,omitempty"`
+	// RuleErrors are the rules whose expression failed at run time (SPEC
+	// 6): a bug in the rule, which did not fire; the message went on.
+	RuleErrors []RuleError `json:"rule_errors,omitempty"`
 	// Lists are the list actions that fired, for the relay to apply.
 	Lists []ListAdd `json:"lists,omitempty"`
 }
@@ -61,6 +66,25 @@ func (v *Verdict) Recipient(addr string) (RecipientVerdict, bool) {
 		}
 	}
 	return RecipientVerdict{}, false
+}
+
+// RuleError is an error of a rule's expression at run time.
+type RuleError struct {
+	Rule string `json:"rule"`
+	// Where is FILE:LINE:COL of the failing part of the expression when
+	// known, else of the rule.
+	Where     string `json:"where"`
+	Shadow    bool   `json:"shadow,omitempty"`
+	Recipient string `json:"recipient,omitempty"`
+	Err       string `json:"error"`
+}
+
+func (e RuleError) String() string {
+	s := fmt.Sprintf("%s: rule %s: %s; the rule did not fire", e.Where, e.Rule, e.Err)
+	if e.Recipient != "" {
+		s += " for " + e.Recipient
+	}
+	return s
 }
 
 // Hit is one rule that fired.

@@ -4,18 +4,22 @@
 package ruletest
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
@@ -114,47 +118,129 @@ func (s *ScoreExpect) String() string {
 	return "any"
 }
 
+// decodeStrict decodes node n into v, as yaml's KnownFields would: a
+// misspelt key is an error, not ignored. It works on the node in its
+// document rather than on a re-encoded copy, so that aliases (context:
+// *known) find their anchors, merge keys (<<: *base) work, and lines are
+// the file's.
 func decodeStrict(n *yaml.Node, v any) error {
-	// yaml.Node.Decode has no KnownFields switch; round-trip through a
-	// decoder that has one, so a misspelt key is an error, not ignored.
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return err
+	if probs := unknownKeys(n, reflect.TypeOf(v), 0); len(probs) > 0 {
+		return errors.New(strings.Join(probs, "\n"))
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return fixLines(err, n.Line-1)
-	}
-	return nil
+	return n.Decode(v)
 }
 
-// fixLines shifts "line N" in a yaml error by off, since decodeStrict
-// re-encodes a node out of its file.
-func fixLines(err error, off int) error {
-	msg := err.Error()
-	var out strings.Builder
-	for {
-		i := strings.Index(msg, "line ")
-		if i < 0 {
-			out.WriteString(msg)
-			break
+var (
+	nodeType        = reflect.TypeFor[yaml.Node]()
+	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+)
+
+// unknownKeys returns "line N: unknown key K" for each key of n (merged
+// keys included) that no field of t, or of the types inside it, takes.
+func unknownKeys(n *yaml.Node, t reflect.Type, depth int) []string {
+	n = resolve(n)
+	if n == nil || depth > maxAliasDepth {
+		return nil
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) || t.Implements(unmarshalerType) {
+		return nil // it checks its own keys
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+		if reflect.PointerTo(t).Implements(unmarshalerType) {
+			return nil
 		}
-		out.WriteString(msg[:i+5])
-		msg = msg[i+5:]
-		j := 0
-		for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
-			j++
+	}
+	var out []string
+	switch t.Kind() {
+	case reflect.Struct:
+		if t == nodeType || n.Kind != yaml.MappingNode {
+			return nil // decoding reports a mapping where none belongs
 		}
-		if j == 0 {
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fields[name] = f.Type
+			names = append(names, name)
+		}
+		for _, p := range pairs(n, 0) {
+			ft, ok := fields[p.k.Value]
+			if !ok {
+				out = append(out, fmt.Sprintf("line %d: unknown key %s%s", p.k.Line, p.k.Value, engine.DidYouMean(p.k.Value, names)))
+				continue
+			}
+			out = append(out, unknownKeys(p.v, ft, depth+1)...)
+		}
+	case reflect.Slice, reflect.Array:
+		if n.Kind == yaml.SequenceNode {
+			for _, e := range n.Content {
+				out = append(out, unknownKeys(e, t.Elem(), depth+1)...)
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			for _, p := range pairs(n, 0) {
+				out = append(out, unknownKeys(p.v, t.Elem(), depth+1)...)
+			}
+		}
+	}
+	return out
+}
+
+// maxAliasDepth bounds alias and merge chains and nesting, which YAML lets
+// loop.
+const maxAliasDepth = 32
+
+// resolve follows an alias (*name) to the node its anchor (&name) marks.
+func resolve(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && i < maxAliasDepth; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+type pair struct{ k, v *yaml.Node }
+
+// pairs returns the entries of mapping n with merge keys expanded: a key
+// written in the mapping wins over a merged one, of merged mappings the
+// first wins (YAML's merge type, as the decoder applies it).
+func pairs(n *yaml.Node, depth int) []pair {
+	n = resolve(n)
+	if n == nil || n.Kind != yaml.MappingNode || depth > maxAliasDepth {
+		return nil
+	}
+	var own, merged []pair
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], resolve(n.Content[i+1])
+		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+			srcs := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				srcs = v.Content
+			}
+			for _, m := range srcs {
+				merged = append(merged, pairs(m, depth+1)...)
+			}
 			continue
 		}
-		var n int
-		fmt.Sscanf(msg[:j], "%d", &n)
-		fmt.Fprintf(&out, "%d", n+off)
-		msg = msg[j:]
+		own = append(own, pair{k, v})
 	}
-	return fmt.Errorf("%s", strings.TrimPrefix(out.String(), "yaml: "))
+	seen := map[string]bool{}
+	out := own
+	for _, p := range own {
+		seen[p.k.Value] = true
+	}
+	for _, p := range merged {
+		if !seen[p.k.Value] {
+			seen[p.k.Value] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 var notFound = regexp.MustCompile(`field (\S+) not found in type \S+`)
@@ -183,10 +269,6 @@ func yamlErrors(path string, line int, err error) []error {
 		out = append(out, fmt.Errorf("%s:%d: %v", path, line, err))
 	}
 	return out
-}
-
-type rawFile struct {
-	Cases []yaml.Node `yaml:"cases"`
 }
 
 type rawCase struct {
@@ -227,55 +309,97 @@ func Find(paths []string) ([]string, error) {
 	return out, nil
 }
 
-// LoadFile reads the cases of one fixture file. Problems with single cases
-// (a missing .eml, a misspelt key) are returned with the cases that loaded.
+// LoadFile reads the cases of one fixture file: of every document in it,
+// when it holds several ("---"). Problems with single cases (a missing
+// .eml, a misspelt key) are returned with the cases that loaded.
 func LoadFile(path string) ([]*Case, []error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, []error{err}
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(src, &doc); err != nil {
-		return nil, []error{fmt.Errorf("%s: %v", path, err)}
+	var docs []*yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	for {
+		d := &yaml.Node{}
+		err := dec.Decode(d)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, []error{fmt.Errorf("%s: %v", path, err)}
+		}
+		if len(d.Content) > 0 && !(d.Content[0].Kind == yaml.ScalarNode && d.Content[0].Tag == "!!null") {
+			docs = append(docs, d)
+		}
 	}
-	if len(doc.Content) == 0 {
+	if len(docs) == 0 {
 		return nil, []error{fmt.Errorf("%s: empty fixture file: want a mapping with cases", path)}
-	}
-	var rf rawFile
-	if err := decodeStrict(doc.Content[0], &rf); err != nil {
-		return nil, yamlErrors(path, doc.Content[0].Line, err)
 	}
 	var cases []*Case
 	var errs []error
-	for i := range rf.Cases {
-		n := &rf.Cases[i]
-		var rc rawCase
-		if err := decodeStrict(n, &rc); err != nil {
-			errs = append(errs, yamlErrors(path, n.Line, err)...)
-			continue
+	idx := 0
+	for _, d := range docs {
+		root := resolve(d.Content[0])
+		var rf struct {
+			Cases yaml.Node `yaml:"cases"`
 		}
-		c := &Case{Name: rc.Name, File: path, Line: n.Line, Context: rc.Context, Expect: rc.Expect}
-		if c.Name == "" {
-			c.Name = fmt.Sprintf("case %d", i+1)
-		}
-		switch {
-		case rc.EML != "" && rc.Message != "":
-			errs = append(errs, fmt.Errorf("%s: case %q: give eml or message, not both", c.Where(), c.Name))
-			continue
-		case rc.EML != "":
-			c.EML = filepath.Join(filepath.Dir(path), rc.EML)
-			b, err := os.ReadFile(c.EML)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: case %q: %v", c.Where(), c.Name, err))
+		if err := decodeStrict(root, &rf); err != nil {
+			// An unknown top-level key is reported; the cases still load.
+			errs = append(errs, yamlErrors(path, root.Line, err)...)
+			if root.Kind != yaml.MappingNode {
 				continue
 			}
-			c.Message = b
-		default:
-			c.Message = []byte(rc.Message)
+			for _, p := range pairs(root, 0) {
+				if p.k.Value == "cases" {
+					rf.Cases = *p.v
+				}
+			}
 		}
-		cases = append(cases, c)
+		list := resolve(&rf.Cases)
+		if list.Kind == 0 || (list.Kind == yaml.ScalarNode && list.Tag == "!!null") {
+			continue
+		}
+		if list.Kind != yaml.SequenceNode {
+			errs = append(errs, fmt.Errorf("%s:%d: cases: want a sequence of cases, each starting with \"- \"", path, list.Line))
+			continue
+		}
+		for _, n := range list.Content {
+			idx++
+			c, err := loadCase(path, n, idx)
+			if err != nil {
+				errs = append(errs, err...)
+				continue
+			}
+			cases = append(cases, c)
+		}
 	}
 	return cases, errs
+}
+
+// loadCase reads one case; i numbers it for a case without a name.
+func loadCase(path string, n *yaml.Node, i int) (*Case, []error) {
+	var rc rawCase
+	if err := decodeStrict(n, &rc); err != nil {
+		return nil, yamlErrors(path, n.Line, err)
+	}
+	c := &Case{Name: rc.Name, File: path, Line: n.Line, Context: rc.Context, Expect: rc.Expect}
+	if c.Name == "" {
+		c.Name = fmt.Sprintf("case %d", i)
+	}
+	switch {
+	case rc.EML != "" && rc.Message != "":
+		return nil, []error{fmt.Errorf("%s: case %q: give eml or message, not both", c.Where(), c.Name)}
+	case rc.EML != "":
+		c.EML = filepath.Join(filepath.Dir(path), rc.EML)
+		b, err := os.ReadFile(c.EML)
+		if err != nil {
+			return nil, []error{fmt.Errorf("%s: case %q: %v", c.Where(), c.Name, err)}
+		}
+		c.Message = b
+	default:
+		c.Message = []byte(rc.Message)
+	}
+	return c, nil
 }
 
 // Input builds the engine input and envelope for a case, applying the

@@ -61,8 +61,14 @@ func writeFailure(w io.Writer, r *Result) {
 		fmt.Fprintf(w, "      - %s\n", f)
 	}
 	if v := r.Verdict; v != nil {
+		listed := map[string]bool{}
+		for _, re := range v.RuleErrors {
+			listed[re.String()] = true // among the failures already
+		}
 		for _, e := range v.Errors {
-			fmt.Fprintf(w, "      error: %s\n", e)
+			if !listed[e] {
+				fmt.Fprintf(w, "      error: %s\n", e)
+			}
 		}
 		if len(v.Hits) == 0 {
 			fmt.Fprintf(w, "      fired rules: none\n")

@@ -31,9 +31,42 @@ func Run(ctx context.Context, rs *engine.RuleSet, c *Case) *Result {
 		return res
 	}
 	res.Verdict = rs.Replay(ctx, in, env)
-	res.Failures = Check(&c.Expect, res.Verdict)
+	expect, unknown := knownRules(&c.Expect, rs)
+	res.Failures = append(unknown, Check(&expect, res.Verdict)...)
+	// An error in a rule's expression is a bug in the rule (SPEC 6): the
+	// case fails even when the verdict happens to be the expected one.
+	for _, re := range res.Verdict.RuleErrors {
+		res.Failures = append(res.Failures, "error in rule: "+re.String())
+	}
 	res.Duration = time.Since(start)
 	return res
+}
+
+// knownRules returns e without the rule names rs does not have, and a
+// failure for each: a typo in not_rules would otherwise pass forever.
+func knownRules(e *Expect, rs *engine.RuleSet) (Expect, []string) {
+	var out []string
+	var names []string
+	keep := func(key string, list []string) []string {
+		var kept []string
+		for _, r := range list {
+			if _, ok := rs.Rule(r); ok {
+				kept = append(kept, r)
+				continue
+			}
+			if names == nil {
+				for _, rule := range rs.Rules() {
+					names = append(names, rule.Name)
+				}
+			}
+			out = append(out, fmt.Sprintf("expect.%s: no rule is named %s%s", key, r, engine.DidYouMean(r, names)))
+		}
+		return kept
+	}
+	k := *e
+	k.Rules = keep("rules", e.Rules)
+	k.NotRules = keep("not_rules", e.NotRules)
+	return k, out
 }
 
 // Check returns what of e does not hold of v.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,6 +169,47 @@ func TestRunPaths(t *testing.T) {
 	}
 }
 
+// TestRuleErrorFailsCase: a case in which a rule's expression fails fails,
+// with the error, even though the verdict is what it expects.
+func TestRuleErrorFailsCase(t *testing.T) {
+	rs, err := engine.Load([]engine.File{{Name: "r.yaml", Src: []byte(`rules:
+  - idx: 'split(from, "@")[1] == "x" => block 550'
+  - s: size > 0 => +1
+`)}}, builtins.NewRegistry(), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"a.test.yaml": `cases:
+  - name: no From header
+    message: "To: bob@example.org\nSubject: x\n\nhi\n"
+    expect: {action: accept, score: 1, rules: [s]}
+  - name: with a From header
+    message: "From: a@example.com\nTo: bob@example.org\nSubject: x\n\nhi\n"
+    expect: {action: accept, score: 1, rules: [s]}
+`})
+	s, err := RunPaths(context.Background(), rs, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	s.WriteText(&b, false)
+	s.WriteSummary(&b)
+	out := b.String()
+	if s.Passed() != 1 || s.Failed() != 1 {
+		t.Fatalf("%d passed, %d failed:\n%s", s.Passed(), s.Failed(), out)
+	}
+	for _, want := range []string{"FAIL  " + filepath.Join(dir, "a.test.yaml") + ":2  no From header",
+		"- error in rule: r.yaml:2:27: rule idx: index out of range", "the rule did not fire", "1 passed, 1 failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "index out of range") != 1 {
+		t.Errorf("the error is printed more than once:\n%s", out)
+	}
+}
+
 func TestLoadFileProblems(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, map[string]string{
@@ -207,6 +249,106 @@ func TestLoadFileProblems(t *testing.T) {
 	if s.Failed() == 0 {
 		t.Error("load problems did not fail the run")
 	}
+}
+
+// TestFixturesAsOperatorsWriteThem: several documents, anchors shared
+// between cases, merge keys; a rule name that does not exist fails its case
+// only, with a suggestion.
+func TestFixturesAsOperatorsWriteThem(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"messages/caps.eml": caps, "a.test.yaml": `cases:
+  - name: anchored context
+    eml: messages/caps.eml
+    context: &known {client_ip: 203.0.113.7, rdns: "", rcpts: [bob@example.org]}
+    expect: &held {action: hold, score: 9, rules: [caps, no-ptr]}
+  - name: same context by alias
+    eml: messages/caps.eml
+    context: *known
+    expect: *held
+  - name: merged context
+    eml: messages/caps.eml
+    context:
+      <<: *known
+      rdns: mail.example.com
+    expect: {action: tag, score: 6, not_rules: [no-ptr]}
+  - name: misspelt rule in not_rules
+    eml: messages/caps.eml
+    context: *known
+    expect: {action: hold, not_rules: [rat]}
+---
+# a second document
+cases:
+  - name: from the second document
+    eml: messages/caps.eml
+    context: {<<: *known2, tls: true}
+    expect: {rules: [capz]}
+`})
+	_, errs := LoadFile(filepath.Join(dir, "a.test.yaml"))
+	// An anchor does not reach across documents: YAML says so, with the line.
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "a.test.yaml") || !strings.Contains(errs[0].Error(), "known2") {
+		t.Fatalf("errors %v", errs)
+	}
+	write(t, dir, map[string]string{"a.test.yaml": strings.Replace(mustRead(t, filepath.Join(dir, "a.test.yaml")), "*known2", "{client_ip: 203.0.113.7, rdns: \"\"}", 1)})
+	s, err := RunPaths(context.Background(), ruleSet(t), []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	s.WriteText(&b, true)
+	s.WriteSummary(&b)
+	out := b.String()
+	if len(s.LoadErrors) != 0 || len(s.Results) != 5 || s.Passed() != 3 {
+		t.Fatalf("%d load errors, %d results, %d passed:\n%s", len(s.LoadErrors), len(s.Results), s.Passed(), out)
+	}
+	for _, want := range []string{
+		"ok    " + filepath.Join(dir, "a.test.yaml") + ":6  same context by alias",
+		"- expect.not_rules: no rule is named rat (did you mean rate?)",
+		"a.test.yaml:23  from the second document",
+		"- expect.rules: no rule is named capz (did you mean caps?)",
+		"3 passed, 2 failed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "rule capz: expected it to fire") {
+		t.Errorf("an unknown rule is reported twice:\n%s", out)
+	}
+}
+
+// TestFixtureKeysChecked: keys are checked through aliases and merges, with
+// the file's own lines.
+func TestFixtureKeysChecked(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"k.test.yaml": `base: 1
+cases:
+  - name: anchor holder
+    message: "Subject: x\n\nhi\n"
+    context: &b {client_ip: 192.0.2.1}
+  - name: merged misspelt key
+    message: "Subject: x\n\nhi\n"
+    context: {<<: *b, tsl: true}
+    expect: {action: accept}
+`})
+	cases, errs := LoadFile(filepath.Join(dir, "k.test.yaml"))
+	joined := fmt.Sprint(errs)
+	if len(cases) != 1 || cases[0].Name != "anchor holder" {
+		t.Errorf("an unknown top-level key kept the cases from loading: %d", len(cases))
+	}
+	for _, want := range []string{"k.test.yaml:1: unknown key base", "k.test.yaml:8: unknown key tsl (did you mean tls?)"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("errors lack %q: %s", want, joined)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func TestContextDefaults(t *testing.T) {

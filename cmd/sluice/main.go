@@ -14,7 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
@@ -316,6 +316,8 @@ func printVerdict(w io.Writer, rs *engine.RuleSet, v *engine.Verdict, env engine
 	}
 	fmt.Fprintf(w, "id:       %s\n", v.ID)
 	fmt.Fprintf(w, "envelope: MAIL FROM:<%s> RCPT TO:<%s>\n", env.MailFrom, strings.Join(env.Rcpts, ">, <"))
+	// Errors of rules (which did not fire) and facts that could not be
+	// computed (which tempfail the message) alike.
 	for _, e := range v.Errors {
 		fmt.Fprintf(w, "error:    %s\n", e)
 	}

@@ -60,6 +60,30 @@ func TestCheckGood(t *testing.T) {
 	}
 }
 
+// TestCheckEmpty: a directory that yields no rules is an error for check,
+// as it is for the relay: the policy would silently vanish.
+func TestCheckEmpty(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errs := runCLI("check", dir)
+	if code != 1 || out != "" || !strings.Contains(errs, dir+": no rules files (*.yaml, *.yml) in the directory") || !strings.Contains(errs, "rules not loaded") {
+		t.Errorf("empty directory: exit %d\nstdout %q\nstderr %s", code, out, errs)
+	}
+	if err := os.Symlink("gone.yaml", filepath.Join(dir, "10-rules.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCLI("check", dir)
+	if code != 1 || !strings.Contains(errs, "10-rules.yaml: cannot read") {
+		t.Errorf("dangling symlink: exit %d\n%s", code, errs)
+	}
+	os.Remove(filepath.Join(dir, "10-rules.yaml"))
+	if err := os.WriteFile(filepath.Join(dir, "00-none.yaml"), []byte("rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCLI("check", dir); code != 0 || !strings.Contains(out, "0 rules in 1 file") {
+		t.Errorf("rules: [] on purpose: exit %d\n%s%s", code, out, errs)
+	}
+}
+
 func TestTestCommand(t *testing.T) {
 	junit := filepath.Join(t.TempDir(), "report.xml")
 	code, out, errs := runCLI("test", "--rules", "testdata/good", "testdata/fixtures", "--junit", junit, "--coverage")
@@ -149,6 +173,51 @@ func TestExplain(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || v.Action != "reject" || v.Score != 14 || len(v.Hits) != 3 {
 		t.Errorf("explain --json: exit %d err %v %+v", code, err, v)
+	}
+}
+
+// TestRulesDirWithFixtures: a rules file of several documents loads whole,
+// and fixtures kept in the rules directory are run by test, not loaded as
+// rules by check.
+func TestRulesDirWithFixtures(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"10-r.yaml":   "rules:\n  - caps: 'subject_caps => +6'\n---\nrules:\n  - big: 'size > 100000 => +1'\n",
+		"r.test.yaml": "cases:\n  - name: caps\n    message: \"Subject: FREE MONEY NOW\\n\\nhi\\n\"\n    expect: {score: 6, rules: [caps], not_rules: [big]}\n",
+	}
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, out, errs := runCLI("check", dir); code != 0 || !strings.Contains(out, "2 rules in 1 file") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := runCLI("test", "--rules", dir, dir); code != 0 || !strings.HasSuffix(out, "1 passed, 0 failed\n") {
+		t.Errorf("test: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestExplainRuleError: explain shows the error of a rule whose
+// expression fails, and the verdict the other rules gave.
+func TestExplainRuleError(t *testing.T) {
+	dir := t.TempDir()
+	rules := "rules:\n  - idx: 'split(from, \"@\")[1] == \"x\" => block 550'\n  - s: size > 0 => +1\n"
+	if err := os.WriteFile(filepath.Join(dir, "10-r.yaml"), []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	msg := filepath.Join(dir, "m.eml")
+	if err := os.WriteFile(msg, []byte("To: bob@example.org\nSubject: x\n\nhi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("explain", "--rules", dir, msg)
+	want := "error:    " + filepath.Join(dir, "10-r.yaml") + ":2:27: rule idx: index out of range"
+	if code != 0 || !strings.Contains(out, "verdict:  accept 250") || !strings.Contains(out, want) {
+		t.Errorf("exit %d, stdout lacks %q:\n%s%s", code, want, out, errs)
+	}
+	code, out, _ = runCLI("explain", "--json", "--rules", dir, msg)
+	if code != 0 || !strings.Contains(out, `"rule_errors"`) || !strings.Contains(out, `"rule": "idx"`) {
+		t.Errorf("explain --json: exit %d\n%s", code, out)
 	}
 }
 
