@@ -82,7 +82,9 @@ type Limits struct {
 	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip"`
 	// After AuthSlowAfter failures from one IP within AuthWindow, each
 	// AUTH answer is delayed; after AuthRefuseAfter, AUTH is refused for
-	// the rest of the window.
+	// the rest of the window. After AuthSlowAfter failures against one
+	// user name (from any IP), its AUTH answers are delayed too, never
+	// refused (authThrottle).
 	AuthSlowAfter   int      `yaml:"auth_slow_after"`
 	AuthRefuseAfter int      `yaml:"auth_refuse_after"`
 	AuthWindow      Duration `yaml:"auth_window"`

@@ -181,21 +181,14 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	if len(ss.AuthMechanisms()) == 0 {
 		return nil, smtp.ErrAuthUnsupported
 	}
-	th := ss.s.throttle.Load()
-	if _, refused := th.state(ss.ci.ip); refused {
+	if ss.s.throttle.Load().refused(ss.ci.ip) {
 		return nil, errAuthThrottled
 	}
 	check := func(username, password string) error {
-		if delay, _ := th.state(ss.ci.ip); delay > 0 {
-			time.Sleep(delay)
+		u, err := ss.s.login(ss.ci.ip, username, password) // auth.go
+		if err != nil {
+			return err
 		}
-		u, ok := ss.s.cfg.Load().authenticate(username, password)
-		if !ok {
-			th.failed(ss.ci.ip)
-			ss.s.log.Warn("auth failed", "client_ip", ss.ci.ip.String(), "user", username)
-			return smtp.ErrAuthFailed
-		}
-		th.succeeded(ss.ci.ip)
 		ss.user = u
 		ss.ci.in.SMTPUser, ss.ci.in.Authenticated = u.Name, true
 		return nil
