@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // dialFrom connects to the relay's plain listener from the loopback
@@ -234,6 +236,67 @@ func TestAuthReloadKeepsFailures(t *testing.T) {
 	reload(false, map[string]string{"ops": testHash, "billing": testHash})
 	if err := c.Auth(sasl.NewPlainClient("", "ops", "guess")); authCode(err) != 454 {
 		t.Errorf("a guesser after a reload: %v, want 454 (the reload forgave its failures)", err)
+	}
+}
+
+// Every failed check does bcrypt work of the config's highest cost,
+// whatever the name: 2^cost rounds in all, in one compare or several.
+func TestAuthEqualWork(t *testing.T) {
+	hash6, err := bcrypt.GenerateFromPassword([]byte(testPassword), 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Accounts: []Account{{Name: "a", Users: []User{
+		{Name: "old", PasswordHash: testHash}, // cost 4
+		{Name: "new", PasswordHash: string(hash6)},
+		{Name: "broken", PasswordHash: "$2a$06$short"},
+	}}}}
+	if err := c.finish(); err != nil {
+		t.Fatal(err)
+	}
+	var costs []int
+	c.pw.compare = func(hash, pw []byte) error {
+		k, err := bcrypt.Cost(hash)
+		if err != nil {
+			t.Errorf("compared against a hash that does not parse: %q", hash)
+		}
+		costs = append(costs, k)
+		return bcrypt.CompareHashAndPassword(hash, pw)
+	}
+	work := func() (w int) {
+		for _, k := range costs {
+			w += 1 << k
+		}
+		return w
+	}
+	for _, name := range []string{"nobody", "old", "new", "broken"} {
+		costs = nil
+		if _, ok := c.authenticate(name, "wrong"); ok {
+			t.Fatalf("%s: a wrong password passed", name)
+		}
+		if work() != 1<<6 {
+			t.Errorf("%s, wrong password: compared at costs %v (work %d), want work %d", name, costs, work(), 1<<6)
+		}
+	}
+	for _, name := range []string{"old", "new"} {
+		costs = nil
+		if _, ok := c.authenticate(name, testPassword); !ok {
+			t.Errorf("%s: the right password failed (costs %v)", name, costs)
+		}
+	}
+}
+
+// A dummy hash costs a full bcrypt of its cost and matches no password.
+func TestDummyHash(t *testing.T) {
+	for _, k := range []int{bcrypt.MinCost, 5, bcrypt.DefaultCost, bcrypt.MaxCost} {
+		if got, err := bcrypt.Cost(dummyHash(k)); err != nil || got != k {
+			t.Errorf("dummyHash(%d) has cost %d, %v", k, got, err)
+		}
+	}
+	for _, pw := range []string{"", "x", testPassword} {
+		if err := bcrypt.CompareHashAndPassword(dummyHash(bcrypt.MinCost), []byte(pw)); !errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+			t.Errorf("dummy hash against %q: %v, want a mismatch (after the full computation)", pw, err)
+		}
 	}
 }
 

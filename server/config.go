@@ -52,6 +52,7 @@ type Config struct {
 
 	// derived
 	authCache authCache
+	pw        passwordWork
 	relayNets []netip.Prefix
 	users     map[string]*User
 	path      string
@@ -358,15 +359,6 @@ func (c *Config) isLocalDomain(d string) bool {
 	return slices.Contains(c.LocalDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
 }
 
-// dummyHash is compared against when the user does not exist, so that a
-// wrong name takes as long as a wrong password.
-// It is made on first use: every sluice command imports this package, and
-// bcrypt at start-up would slow them all.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
-	return h
-})
-
 // authCache remembers recent successful logins as an HMAC of the
 // credentials under a per-process random key, as Dovecot's auth cache does:
 // bcrypt is deliberately slow (tens of milliseconds), and applications that
@@ -425,14 +417,7 @@ func (c *Config) authenticate(name, password string) (*User, bool) {
 	if u != nil && c.authCache.hit(name, mac, time.Now()) {
 		return u, true
 	}
-	var hash []byte
-	if u != nil {
-		hash = []byte(u.PasswordHash)
-	} else {
-		hash = dummyHash()
-	}
-	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
-	if u == nil || !ok {
+	if !c.checkPassword(u, password) { // the same work for any name: authguard.go
 		return nil, false
 	}
 	c.authCache.put(name, mac, time.Now())
