@@ -239,6 +239,45 @@ func TestAuthReloadKeepsFailures(t *testing.T) {
 	}
 }
 
+// A reload that disables an account, removes a user or changes a
+// password takes effect at the next MAIL of sessions that authenticated
+// before it.
+func TestAuthConfigReloadOnOpenSession(t *testing.T) {
+	users := map[string]string{"ops": testHash, "billing": testHash}
+	r, reload := startReloadable(t, users)
+	ops, billing := r.dialFrom(t, "127.0.0.1"), r.dialFrom(t, "127.0.0.1")
+	login(t, ops, "ops")
+	login(t, billing, "billing")
+	msg := message("app@acme.test", "bob@example.org", "hello")
+	if _, err := send(ops, "app@acme.test", []string{"bob@example.org"}, msg); err != nil {
+		t.Fatalf("before the reload: %v", err)
+	}
+	reload(true, users)
+	_, err := send(ops, "app@acme.test", []string{"bob@example.org"}, msg)
+	if code, enh, _ := smtpCode(err); code != 550 || enh != "5.7.1" {
+		t.Errorf("MAIL of a session whose account a reload disabled: %v, want 550 5.7.1", err)
+	}
+
+	newHash, err := bcrypt.GenerateFromPassword([]byte("new password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload(false, map[string]string{"billing": string(newHash)})
+	for name, c := range map[string]*smtp.Client{"removed user": ops, "user whose password changed": billing} {
+		_, err := send(c, "app@acme.test", []string{"bob@example.org"}, msg)
+		if code, enh, _ := smtpCode(err); code != 530 || enh != "5.7.0" {
+			t.Errorf("MAIL of a %s: %v, want 530 5.7.0", name, err)
+		}
+	}
+	c := r.dialFrom(t, "127.0.0.2")
+	if err := c.Auth(sasl.NewPlainClient("", "billing", "new password")); err != nil {
+		t.Fatalf("AUTH with the new password: %v", err)
+	}
+	if _, err := send(c, "app@acme.test", []string{"bob@example.org"}, msg); err != nil {
+		t.Errorf("a new session with the new password: %v", err)
+	}
+}
+
 // Every failed check does bcrypt work of the config's highest cost,
 // whatever the name: 2^cost rounds in all, in one compare or several.
 func TestAuthEqualWork(t *testing.T) {

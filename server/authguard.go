@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -70,4 +71,25 @@ func (c *Config) checkPassword(u *User, password string) bool {
 	}
 	compare(dummyHash(w.cost), pw)
 	return false
+}
+
+// liveUser is the session's user as the live config has it, looked up
+// by name at each MAIL: a reload since AUTH may have disabled its account
+// (the caller's 550 applies to what this returns), removed the user, or
+// changed its password. The last two answer 530: the session's
+// credentials are no longer valid ones, and the client must log in again
+// (on a new connection: RFC 4954 4 allows one successful AUTH per session).
+func (s *Server) liveUser(ci *connInfo, old *User, from, id string) (*User, error) {
+	u := s.cfg.Load().users[old.Name]
+	if u != nil && u.PasswordHash == old.PasswordHash {
+		return u, nil
+	}
+	reason := "user removed from the config"
+	if u != nil {
+		reason = "password changed since AUTH"
+	}
+	s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 530, "user", old.Name, "mail_from", from, "reason", reason)
+	s.recordDecision(Decision{ID: id, User: old.Name, IP: ci.in.ClientIP, Helo: ci.in.Helo, From: from, Phase: "mail",
+		Action: "reject", Code: 530, Enhanced: "5.7.0", Text: "Authentication required (" + reason + ")"})
+	return nil, &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: replyText("Authentication required", id)}
 }

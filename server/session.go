@@ -219,7 +219,12 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.mode == "submission" && ss.user == nil {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: replyText("Authentication required", id)}
 	}
-	if ss.user != nil {
+	if ss.user != nil { // re-read at each transaction: a reload may have changed the user (authguard.go)
+		u, err := ss.s.liveUser(ss.ci, ss.user, from, id)
+		if err != nil {
+			return err
+		}
+		ss.user = u
 		if off, text := ss.user.disabled(); off {
 			ss.s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 550, "user", ss.user.Name, "mail_from", from, "reason", "account disabled")
 			ss.s.recordDecision(Decision{ID: id, User: ss.user.Name, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: from, Phase: "mail",
