@@ -52,6 +52,7 @@ type Config struct {
 
 	// derived
 	authCache authCache
+	pw        passwordWork
 	relayNets []netip.Prefix
 	users     map[string]*User
 	path      string
@@ -82,7 +83,9 @@ type Limits struct {
 	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip"`
 	// After AuthSlowAfter failures from one IP within AuthWindow, each
 	// AUTH answer is delayed; after AuthRefuseAfter, AUTH is refused for
-	// the rest of the window.
+	// the rest of the window. After AuthSlowAfter failures against one
+	// user name (from any IP), its AUTH answers are delayed too, never
+	// refused (authThrottle).
 	AuthSlowAfter   int      `yaml:"auth_slow_after"`
 	AuthRefuseAfter int      `yaml:"auth_refuse_after"`
 	AuthWindow      Duration `yaml:"auth_window"`
@@ -368,15 +371,6 @@ func (c *Config) isLocalDomain(d string) bool {
 	return slices.Contains(c.LocalDomains, strings.ToLower(strings.TrimSuffix(d, ".")))
 }
 
-// dummyHash is compared against when the user does not exist, so that a
-// wrong name takes as long as a wrong password.
-// It is made on first use: every sluice command imports this package, and
-// bcrypt at start-up would slow them all.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("sluice-dummy"), bcrypt.DefaultCost)
-	return h
-})
-
 // authCache remembers recent successful logins as an HMAC of the
 // credentials under a per-process random key, as Dovecot's auth cache does:
 // bcrypt is deliberately slow (tens of milliseconds), and applications that
@@ -435,14 +429,7 @@ func (c *Config) authenticate(name, password string) (*User, bool) {
 	if u != nil && c.authCache.hit(name, mac, time.Now()) {
 		return u, true
 	}
-	var hash []byte
-	if u != nil {
-		hash = []byte(u.PasswordHash)
-	} else {
-		hash = dummyHash()
-	}
-	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
-	if u == nil || !ok {
+	if !c.checkPassword(u, password) { // the same work for any name: authguard.go
 		return nil, false
 	}
 	c.authCache.put(name, mac, time.Now())

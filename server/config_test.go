@@ -67,27 +67,6 @@ func TestSenderDomainModes(t *testing.T) {
 	}
 }
 
-func TestAuthThrottleWindow(t *testing.T) {
-	th := newAuthThrottle(Limits{AuthSlowAfter: 2, AuthRefuseAfter: 4, AuthWindow: Duration(time.Minute)})
-	now := time.Unix(1_800_000_000, 0)
-	th.now = func() time.Time { return now }
-	ip := mustAddr("192.0.2.9")
-	for i, want := range []struct {
-		delay   time.Duration
-		refused bool
-	}{{0, false}, {0, false}, {time.Second, false}, {2 * time.Second, false}, {0, true}} {
-		d, r := th.state(ip)
-		if d != want.delay || r != want.refused {
-			t.Errorf("after %d failures: delay %v refused %v, want %v %v", i, d, r, want.delay, want.refused)
-		}
-		th.failed(ip)
-	}
-	now = now.Add(2 * time.Minute)
-	if d, r := th.state(ip); d != 0 || r {
-		t.Error("the window passed but the address is still throttled")
-	}
-}
-
 func TestLoginServer(t *testing.T) {
 	var gotUser, gotPass string
 	s := newLoginServer(func(u, p string) error { gotUser, gotPass = u, p; return nil })

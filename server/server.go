@@ -321,7 +321,7 @@ func (s *Server) ReloadConfig() error {
 	}
 	s.tls.Store(tc)
 	s.cfg.Store(cfg)
-	s.throttle.Store(newAuthThrottle(cfg.Limits))
+	s.throttle.Load().setLimits(cfg.Limits) // the failure counts survive a reload
 	s.log.Info("config reloaded", "path", s.cfgPath, "users", len(cfg.users))
 	return nil
 }

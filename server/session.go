@@ -212,21 +212,17 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	if len(ss.AuthMechanisms()) == 0 {
 		return nil, smtp.ErrAuthUnsupported
 	}
-	th := ss.s.throttle.Load()
-	if _, refused := th.state(ss.ci.ip); refused {
+	if ss.s.throttle.Load().refused(ss.ci.ip) {
 		return nil, errAuthThrottled
 	}
 	check := func(username, password string) error {
-		if delay, _ := th.state(ss.ci.ip); delay > 0 {
-			time.Sleep(delay)
+		if ss.timedOut() {
+			return errTimeout
 		}
-		u, ok := ss.s.cfg.Load().authenticate(username, password)
-		if !ok {
-			th.failed(ss.ci.ip)
-			ss.s.log.Warn("auth failed", "client_ip", ss.ci.ip.String(), "user", username)
-			return smtp.ErrAuthFailed
+		u, err := ss.s.login(ss.ci.ip, username, password) // auth.go
+		if err != nil {
+			return ss.refuse(err)
 		}
-		th.succeeded(ss.ci.ip)
 		ss.ci.mu.Lock()
 		ss.user = u
 		ss.ci.in.SMTPUser, ss.ci.in.Authenticated = u.Name, true
@@ -329,7 +325,12 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.mode == "submission" && ss.user == nil {
 		return ss.refuse(&smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: replyText("Authentication required", id)})
 	}
-	if ss.user != nil {
+	if ss.user != nil { // re-read at each transaction: a reload may have changed the user (authguard.go)
+		u, err := ss.s.liveUser(ss.ci, ss.user, from, id)
+		if err != nil {
+			return ss.refuse(err)
+		}
+		ss.user = u
 		if off, text := ss.user.disabled(); off {
 			ss.s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 550, "user", ss.user.Name, "mail_from", from, "reason", "account disabled")
 			ss.s.recordDecision(Decision{ID: id, User: ss.user.Name, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: from, Phase: "mail",
