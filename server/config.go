@@ -105,6 +105,10 @@ type Delivery struct {
 	DelayNotice Duration `yaml:"delay_notice"`
 	// Workers deliver in parallel.
 	Workers int `yaml:"workers"`
+	// RescanInterval is how often the queue directory is read for
+	// messages another process put there (`sluice hold release`); what
+	// this relay spools itself is queued at once.
+	RescanInterval Duration `yaml:"rescan_interval"`
 	// Port is the port of MX hosts (25; tests point it elsewhere).
 	Port int `yaml:"port"`
 	// VerifyMXTLS checks MX hosts' certificates on STARTTLS. Off by
@@ -286,6 +290,7 @@ func (c *Config) finish() error {
 	setDefault(&d.MaxAge, Duration(5*24*time.Hour))
 	setDefault(&d.DelayNotice, Duration(4*time.Hour))
 	setDefault(&d.Workers, 8)
+	setDefault(&d.RescanInterval, Duration(2*time.Second))
 	setDefault(&d.Port, 25)
 
 	if err := c.finishStore(); err != nil {

@@ -34,9 +34,14 @@ type deliverer struct {
 	due    dueHeap
 	queued map[string]bool
 	busy   map[string]bool
-	wake   chan struct{}
-	stopCh chan struct{}
-	wg     sync.WaitGroup
+	// claimed are the ids this process is spooling: on disk, where the
+	// rescan lists them, before the spool's sync has returned and the
+	// spooler has queued them. Nothing else queues a claimed id, so a
+	// message is never queued twice (issue 7, item 12).
+	claimed map[string]bool
+	wake    chan struct{}
+	stopCh  chan struct{}
+	wg      sync.WaitGroup
 	// fresh holds messages just spooled, so their first attempt does not
 	// read back from disk what it just wrote; bounded by freshMax bytes.
 	fresh      map[string]freshMsg
@@ -68,6 +73,28 @@ func (d *deliverer) enqueueFresh(env *Envelope, msg []byte) {
 	d.enqueue(env.ID, env.NextAttempt)
 }
 
+// put spools a new message in area; one put in the queue is claimed until
+// its spooler queues it (enqueue, enqueueFresh) or gives it up (release).
+func (d *deliverer) put(area string, env *Envelope, msg []byte) error {
+	if area == AreaQueue {
+		d.mu.Lock()
+		d.claimed[env.ID] = true
+		d.mu.Unlock()
+	}
+	if err := d.s.spool.Put(area, env, msg); err != nil {
+		d.release(env.ID)
+		return err
+	}
+	return nil
+}
+
+// release gives up the claim on a message that will not be queued.
+func (d *deliverer) release(id string) {
+	d.mu.Lock()
+	delete(d.claimed, id)
+	d.mu.Unlock()
+}
+
 func (d *deliverer) takeFresh(id string) (freshMsg, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -80,7 +107,8 @@ func (d *deliverer) takeFresh(id string) (freshMsg, bool) {
 }
 
 func newDeliverer(s *Server) *deliverer {
-	return &deliverer{s: s, queued: map[string]bool{}, busy: map[string]bool{}, wake: make(chan struct{}, 1), stopCh: make(chan struct{})}
+	return &deliverer{s: s, queued: map[string]bool{}, busy: map[string]bool{}, claimed: map[string]bool{},
+		wake: make(chan struct{}, 1), stopCh: make(chan struct{})}
 }
 
 // start queues every spooled message (a restart resumes delivery) and
@@ -95,7 +123,7 @@ func (d *deliverer) start(ctx context.Context) {
 		if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
 			at = env.NextAttempt
 		}
-		d.enqueue(id, at)
+		d.enqueueFound(id, at)
 	}
 	if len(ids) > 0 {
 		d.s.log.Info("queue resumed", "messages", len(ids))
@@ -115,7 +143,7 @@ func (d *deliverer) start(ctx context.Context) {
 // `sluice hold release`.
 func (d *deliverer) rescan(ctx context.Context) {
 	defer d.wg.Done()
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(d.s.cfg.Load().Delivery.RescanInterval.D())
 	defer t.Stop()
 	for {
 		select {
@@ -130,14 +158,11 @@ func (d *deliverer) rescan(ctx context.Context) {
 			continue
 		}
 		for _, id := range ids {
-			d.mu.Lock()
-			known := d.queued[id] || d.busy[id]
-			d.mu.Unlock()
-			if known {
+			if d.known(id) {
 				continue
 			}
 			if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
-				d.enqueue(id, env.NextAttempt)
+				d.enqueueFound(id, env.NextAttempt)
 			}
 		}
 	}
@@ -160,13 +185,45 @@ func (d *deliverer) stop(ctx context.Context) {
 	}
 }
 
+// known reports whether id is this process's already: queued, in
+// flight, or being spooled.
+func (d *deliverer) known(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.queued[id] || d.busy[id] || d.claimed[id]
+}
+
+// enqueue queues a message for an attempt at at; its spooler's claim ends.
 func (d *deliverer) enqueue(id string, at time.Time) {
 	d.mu.Lock()
+	delete(d.claimed, id)
+	d.push(id, at)
+	d.mu.Unlock()
+	d.poke()
+}
+
+// enqueueFound queues a message found in the queue directory, unless this
+// process knows it already.
+func (d *deliverer) enqueueFound(id string, at time.Time) {
+	d.mu.Lock()
+	if d.busy[id] || d.claimed[id] {
+		d.mu.Unlock()
+		return
+	}
+	d.push(id, at)
+	d.mu.Unlock()
+	d.poke()
+}
+
+// push adds id to the heap once; d.mu is held.
+func (d *deliverer) push(id string, at time.Time) {
 	if !d.queued[id] {
 		d.queued[id] = true
 		heap.Push(&d.due, dueItem{at: at, id: id})
 	}
-	d.mu.Unlock()
+}
+
+func (d *deliverer) poke() {
 	select {
 	case d.wake <- struct{}{}:
 	default:

@@ -319,7 +319,7 @@ func (ss *session) Data(r io.Reader) error {
 	if v.Action == engine.Hold {
 		area, env.Reason = AreaHold, v.Text
 	}
-	if err := ss.s.spool.Put(area, env, msg); err != nil {
+	if err := ss.s.delivery.put(area, env, msg); err != nil {
 		ss.s.log.Error("spool write failed: message refused with 451", "id", v.ID, "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
 	}
