@@ -88,6 +88,32 @@ func (d *deliverer) put(area string, env *Envelope, msg []byte) error {
 	return nil
 }
 
+// commitMessage stands between a verdict that accepts a message and its 250: the
+// message is spooled, counted (hourly_sent and every count() the rules
+// read), then queued. A message the store could not count gets no 250
+// under store.on_failure tempfail (issue 7, item 13): it is taken out of
+// the spool again, before delivery could see it (it is claimed), and the
+// client is told 451 4.3.0 to send it again. The count comes after the
+// spooling so that a message the spool refuses is never charged.
+func (s *Server) commitMessage(ci *connInfo, area string, env *Envelope, msg []byte, rcpts []string) error {
+	if err := s.delivery.put(area, env, msg); err != nil {
+		s.log.Error("spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", env.ID)}
+	}
+	if err := s.countSent(ci, rcpts); err != nil && !s.degraded(err, "the accepted message is not counted", "id", env.ID) {
+		s.log.Error("store: the message could not be counted: refused with 451 and taken out of the spool (on_failure: tempfail)", "id", env.ID, "err", err.Error())
+		if err := s.spool.Discard(area, env.ID); err != nil {
+			s.log.Error("spool: discarding the refused message", "id", env.ID, "err", err.Error())
+		}
+		s.delivery.release(env.ID)
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Temporary failure; try again later", env.ID)}
+	}
+	if area == AreaQueue {
+		s.delivery.enqueueFresh(env, msg)
+	}
+	return nil
+}
+
 // release gives up the claim on a message that will not be queued.
 func (d *deliverer) release(id string) {
 	d.mu.Lock()

@@ -319,16 +319,13 @@ func (ss *session) Data(r io.Reader) error {
 	if v.Action == engine.Hold {
 		area, env.Reason = AreaHold, v.Text
 	}
-	if err := ss.s.delivery.put(area, env, msg); err != nil {
-		ss.s.log.Error("spool write failed: message refused with 451", "id", v.ID, "err", err.Error())
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
+	if err := ss.s.commitMessage(ss.ci, area, env, msg, ss.rcpts); err != nil {
+		return err
 	}
-	ss.s.countSent(ss.ci, ss.rcpts)
 	if ss.from == "" || ss.toLocal() {
 		ss.s.applyReport(v.ID, raw) // a bounce or complaint coming back
 	}
 	if area == AreaQueue {
-		ss.s.delivery.enqueueFresh(env, msg)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: replyText(v.Text, v.ID)}

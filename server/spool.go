@@ -296,6 +296,19 @@ func (s *Spool) Remove(area, id string) error {
 	return nil
 }
 
+// Discard removes a message that was spooled and then refused (the store
+// could not count it), durably: after a crash it must not come back to be
+// delivered, since the client was told to send it again.
+func (s *Spool) Discard(area, id string) error {
+	if err := s.Remove(area, id); err != nil {
+		return err
+	}
+	if s.group != nil {
+		return s.Sync()
+	}
+	return s.syncDir(filepath.Join(s.dir, area))
+}
+
 // Move moves a message between areas: the content first, then the
 // envelope, which commits it in its new area. Recover finishes or undoes a
 // move a crash interrupted.
