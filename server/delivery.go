@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -21,6 +22,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/store"
 )
 
 // deliverer takes messages from the queue area to their next hop: a local
@@ -96,6 +98,7 @@ func (d *deliverer) put(area string, env *Envelope, msg []byte) error {
 // client is told 451 4.3.0 to send it again. The count comes after the
 // spooling so that a message the spool refuses is never charged.
 func (s *Server) commitMessage(ci *connInfo, area string, env *Envelope, msg []byte, rcpts []string) error {
+	env.Inbound = !ci.in.Authenticated && !s.cfg.Load().mayRelayFrom(ci.ip)
 	if err := s.delivery.put(area, env, msg); err != nil {
 		s.log.Error("spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", env.ID)}
@@ -400,7 +403,7 @@ func (d *deliverer) attempt(id string) {
 		d.finish(env, msg)
 		return
 	}
-	if !env.DelayNotified && env.From != "" && !env.Bounce && now.Sub(env.Received) >= cfg.Delivery.DelayNotice.D() {
+	if !env.DelayNotified && s.bounceable(cfg, env) && now.Sub(env.Received) >= cfg.Delivery.DelayNotice.D() {
 		if err := s.sendDSN(env, msg, "delayed"); err != nil {
 			s.log.Error("delay notice", "id", id, "err", err)
 		} else {
@@ -434,6 +437,8 @@ func (d *deliverer) finish(env *Envelope, msg []byte) {
 		switch {
 		case env.From == "" || env.Bounce:
 			s.log.Warn("undeliverable message from the null sender: dropped, never bounced", "id", env.ID)
+		case !s.bounceable(s.cfg.Load(), env):
+			s.undeliverableInbound(env)
 		default:
 			if err := s.sendDSN(env, msg, "failed"); err != nil {
 				// Keep the message: without its bounce the sender would
@@ -448,6 +453,50 @@ func (d *deliverer) finish(env *Envelope, msg []byte) {
 	}
 	if err := s.spool.Remove(AreaQueue, env.ID); err != nil {
 		s.log.Error("delivery: removing", "id", env.ID, "err", err)
+	}
+}
+
+// bounceable reports whether env's sender may be sent DSNs: not the null
+// sender, not for a DSN, and, for inbound mail, whose sender address
+// nothing verified, only when delivery.inbound_bounces allows it. A
+// spammer forging a victim's address to a recipient the next hop refuses
+// would otherwise make the relay mail the victim (backscatter).
+func (s *Server) bounceable(cfg *Config, env *Envelope) bool {
+	if env.From == "" || env.Bounce {
+		return false
+	}
+	return !env.Inbound || cfg.Delivery.InboundBounces == "headers"
+}
+
+// undeliverableInbound is the end of an inbound message that failed and
+// is not bounced: the operator sees it in the log and in the decision
+// record (`sluice decision ID`), and it is counted against the client's
+// address for count("undeliverable_inbound", client_ip, WINDOW).
+func (s *Server) undeliverableInbound(env *Envelope) {
+	var failed []string
+	for _, r := range env.Rcpts {
+		if r.Status == StatusFailed {
+			failed = append(failed, fmt.Sprintf("<%s>: %d %s %s", r.Addr, r.Code, r.Enhanced, oneLine(r.Detail)))
+		}
+	}
+	note := "undeliverable, not bounced (inbound mail, delivery.inbound_bounces: none): " + strings.Join(failed, "; ")
+	s.log.Warn("undeliverable inbound message: not bounced to its unverified sender", "id", env.ID, "mail_from", env.From,
+		"client_ip", env.ClientIP, "failed", failed)
+	ctx, cancel := storeCtx(context.Background())
+	defer cancel()
+	if _, err := s.store.Count(ctx, s.opts.Now(), 1, []string{"count:undeliverable_inbound:" + store.NormalizeKey(env.ClientIP)}, nil); err != nil {
+		s.log.Error("store: undeliverable inbound message not counted", "id", env.ID, "err", err.Error())
+	}
+	d, err := LookupDecision(ctx, s.store, env.ID)
+	if err != nil || d == nil {
+		return // the record is gone or the store is down: the log line stands
+	}
+	d.Delivery = note
+	b, _ := json.Marshal(d)
+	if ttl := decisionTTL - s.opts.Now().Sub(d.At); ttl > 0 {
+		if err := s.store.Put(ctx, "decision", d.ID, b, ttl); err != nil {
+			s.log.Warn("store: decision record", "id", d.ID, "err", err.Error())
+		}
 	}
 }
 

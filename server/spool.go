@@ -58,6 +58,12 @@ type Envelope struct {
 	// Bounce marks a delivery status notification we generated; its
 	// failure is logged, never bounced again.
 	Bounce bool `json:"bounce,omitempty"`
+	// Inbound marks mail from a client that may not relay (neither
+	// authenticated nor in relay_networks): its sender address is
+	// unverified, so its failures are bounced only as
+	// delivery.inbound_bounces says. Envelopes written before the field
+	// existed read as outbound, bounced as before.
+	Inbound bool `json:"inbound,omitempty"`
 }
 
 // RcptState is one recipient's delivery state.
