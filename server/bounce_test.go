@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,5 +159,52 @@ func TestOldEnvelopesStayBounceable(t *testing.T) {
 	old.Inbound = true
 	if s.bounceable(cfg, &old) {
 		t.Error("inbound mail bounced under inbound_bounces: none")
+	}
+}
+
+// TestVerifyRecipients: with delivery.verify_recipients, an inbound
+// message's local recipient the next hop refuses is refused at RCPT, and
+// the answer is cached; authenticated clients are not probed for.
+func TestVerifyRecipients(t *testing.T) {
+	k := newSink(t)
+	var mu sync.Mutex
+	probes := map[string]int{}
+	k.rcptAnswer = func(to string) error {
+		mu.Lock()
+		probes[to]++
+		mu.Unlock()
+		if to == "nobody@local.test" {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		}
+		return nil
+	}
+	cfg := testConfig(t, k)
+	cfg.Delivery.VerifyRecipients = true
+	r := startRelay(t, cfg, "rules:\n  - caps: 'subject_caps => +1'\n")
+	c := r.dial(t, "plain")
+	for range 2 {
+		_, err := send(c, "victim@victim.example", []string{"nobody@local.test", "bob@local.test"}, advert("victim@victim.example", "bob@local.test"))
+		if code, enh, text := smtpCode(err); code != 550 || enh != "5.1.1" || !idInReply.MatchString(text) || strings.Contains(text, "no such user") {
+			t.Fatalf("RCPT of an unknown local recipient: %v, want 550 5.1.1 with the id and without the next hop's text", err)
+		}
+	}
+	msgs := k.wait(t, 2, 10*time.Second)
+	for _, m := range msgs {
+		if strings.Join(m.Rcpts, ",") != "bob@local.test" {
+			t.Errorf("delivered to %v", m.Rcpts)
+		}
+	}
+	mu.Lock()
+	if probes["nobody@local.test"] != 1 {
+		t.Errorf("nobody@local.test asked %d times, want once (cached)", probes["nobody@local.test"])
+	}
+	mu.Unlock()
+	a := r.dial(t, "submission")
+	login(t, a, "ops")
+	if err := a.Mail("x@acme.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rcpt("nobody@local.test", nil); err != nil {
+		t.Errorf("an authenticated client's recipient was verified: %v", err)
 	}
 }

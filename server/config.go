@@ -111,6 +111,10 @@ type Delivery struct {
 	// failure is logged and kept in the decision record) or "headers" (an
 	// RFC 3464 report with the headers only, as outbound mail gets).
 	InboundBounces string `yaml:"inbound_bounces"`
+	// VerifyRecipients probes an inbound message's local recipients at the
+	// next hop before RCPT is answered, and refuses those it refuses
+	// permanently (see verify.go).
+	VerifyRecipients bool `yaml:"verify_recipients"`
 	// RescanInterval is how often the queue directory is read for
 	// messages another process put there (`sluice hold release`); what
 	// this relay spools itself is queued at once.

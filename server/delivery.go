@@ -49,6 +49,7 @@ type deliverer struct {
 	fresh      map[string]freshMsg
 	freshBytes int
 	dirs       sync.Map // local delivery folders known to exist
+	verified   verifyCache
 }
 
 type freshMsg struct {
@@ -654,7 +655,13 @@ func connectionFailed(out map[string]result) bool {
 
 // sendSMTP runs one SMTP transaction for rcpts and returns each one's
 // result. tlsMode is starttls (required), implicit, none or opportunistic.
+// A nil msg is a probe: the transaction stops after RCPT, within seconds.
 func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, user, pass, from string, rcpts []string, msg []byte) map[string]result {
+	probe := msg == nil
+	timeout := 30 * time.Second
+	if probe {
+		timeout = probeTimeout
+	}
 	out := map[string]result{}
 	fail := func(r result) map[string]result {
 		r.remote = addr
@@ -668,7 +675,7 @@ func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, u
 	host, _, _ := net.SplitHostPort(addr)
 	tc := &tls.Config{ServerName: host, InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12}
 	dial := func() (net.Conn, error) {
-		return (&net.Dialer{Timeout: 30 * time.Second}).Dial("tcp", addr)
+		return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
 	}
 	var c *smtp.Client
 	conn, err := dial()
@@ -704,6 +711,9 @@ func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, u
 	}
 	defer c.Close()
 	c.CommandTimeout = 2 * time.Minute
+	if probe {
+		c.CommandTimeout = probeTimeout
+	}
 	c.SubmissionTimeout = 10 * time.Minute
 	if err := c.Hello(cfg.Hostname); err != nil {
 		return fail(smtpResult(err, "EHLO"))
@@ -727,6 +737,13 @@ func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, u
 			continue
 		}
 		accepted = append(accepted, rc)
+	}
+	if probe { // recipient verification: no DATA
+		for _, rc := range accepted {
+			out[rc] = result{ok: true, code: 250, enhanced: "2.1.5", detail: "recipient accepted", remote: addr}
+		}
+		c.Quit()
+		return out
 	}
 	if len(accepted) == 0 {
 		c.Quit()

@@ -259,6 +259,9 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			Action: "reject", Code: 554, Enhanced: "5.7.1", Text: "Relay access denied (not authenticated, not in relay_networks, not a local domain)"})
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText("Relay access denied", id)}
 	}
+	if err := ss.s.verifyRecipient(ss.ci, to, id); err != nil {
+		return err
+	}
 	r := ss.ci.txn.Rcpt(to)
 	ss.ci.flush()
 	if r != nil {
