@@ -117,6 +117,20 @@ type Delivery struct {
 	DelayNotice Duration `yaml:"delay_notice"`
 	// Workers deliver in parallel.
 	Workers int `yaml:"workers"`
+	// InboundBounces is what the sender of inbound mail (from a client
+	// that may not relay) gets when delivery fails: "none" (default: the
+	// address may be forged, and a bounce to it is backscatter; the
+	// failure is logged and kept in the decision record) or "headers" (an
+	// RFC 3464 report with the headers only, as outbound mail gets).
+	InboundBounces string `yaml:"inbound_bounces"`
+	// VerifyRecipients probes an inbound message's local recipients at the
+	// next hop before RCPT is answered, and refuses those it refuses
+	// permanently (see verify.go).
+	VerifyRecipients bool `yaml:"verify_recipients"`
+	// RescanInterval is how often the queue directory is read for
+	// messages another process put there (`sluice hold release`); what
+	// this relay spools itself is queued at once.
+	RescanInterval Duration `yaml:"rescan_interval"`
 	// Port is the port of MX hosts (25; tests point it elsewhere).
 	Port int `yaml:"port"`
 	// VerifyMXTLS checks MX hosts' certificates on STARTTLS. Off by
@@ -301,6 +315,14 @@ func (c *Config) finish() error {
 	setDefault(&d.MaxAge, Duration(5*24*time.Hour))
 	setDefault(&d.DelayNotice, Duration(4*time.Hour))
 	setDefault(&d.Workers, 8)
+	setDefault(&d.RescanInterval, Duration(2*time.Second))
+	switch d.InboundBounces {
+	case "":
+		d.InboundBounces = "none"
+	case "none", "headers":
+	default:
+		return fmt.Errorf("delivery.inbound_bounces %q: want none or headers", d.InboundBounces)
+	}
 	setDefault(&d.Port, 25)
 
 	if err := c.finishStore(); err != nil {

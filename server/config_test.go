@@ -119,4 +119,16 @@ func TestExampleConfigLoads(t *testing.T) {
 	if len(c.Listen) != 3 || c.Delivery.Mode != "mx" || len(c.users) != 3 || !c.users["shop"].account.Disabled {
 		t.Errorf("example config read as %+v", c)
 	}
+	if c.Delivery.InboundBounces != "none" || c.Delivery.RescanInterval.D() != 2*time.Second {
+		t.Errorf("example delivery read as %+v", c.Delivery)
+	}
+}
+
+func TestInboundBouncesValues(t *testing.T) {
+	for v, ok := range map[string]bool{"": true, "none": true, "headers": true, "full": false} {
+		c := &Config{StateDir: t.TempDir(), Delivery: Delivery{InboundBounces: v}}
+		if err := c.finish(); (err == nil) != ok {
+			t.Errorf("inbound_bounces %q: %v", v, err)
+		}
+	}
 }

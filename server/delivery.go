@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -21,6 +22,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/store"
 )
 
 // deliverer takes messages from the queue area to their next hop: a local
@@ -34,14 +36,20 @@ type deliverer struct {
 	due    dueHeap
 	queued map[string]bool
 	busy   map[string]bool
-	wake   chan struct{}
-	stopCh chan struct{}
-	wg     sync.WaitGroup
+	// claimed are the ids this process is spooling: on disk, where the
+	// rescan lists them, before the spool's sync has returned and the
+	// spooler has queued them. Nothing else queues a claimed id, so a
+	// message is never queued twice (issue 7, item 12).
+	claimed map[string]bool
+	wake    chan struct{}
+	stopCh  chan struct{}
+	wg      sync.WaitGroup
 	// fresh holds messages just spooled, so their first attempt does not
 	// read back from disk what it just wrote; bounded by freshMax bytes.
 	fresh      map[string]freshMsg
 	freshBytes int
 	dirs       sync.Map // local delivery folders known to exist
+	verified   verifyCache
 }
 
 type freshMsg struct {
@@ -68,6 +76,55 @@ func (d *deliverer) enqueueFresh(env *Envelope, msg []byte) {
 	d.enqueue(env.ID, env.NextAttempt)
 }
 
+// put spools a new message in area; one put in the queue is claimed until
+// its spooler queues it (enqueue, enqueueFresh) or gives it up (release).
+func (d *deliverer) put(area string, env *Envelope, msg []byte) error {
+	if area == AreaQueue {
+		d.mu.Lock()
+		d.claimed[env.ID] = true
+		d.mu.Unlock()
+	}
+	if err := d.s.spool.Put(area, env, msg); err != nil {
+		d.release(env.ID)
+		return err
+	}
+	return nil
+}
+
+// commitMessage stands between a verdict that accepts a message and its 250: the
+// message is spooled, counted (hourly_sent and every count() the rules
+// read), then queued. A message the store could not count gets no 250
+// under store.on_failure tempfail (issue 7, item 13): it is taken out of
+// the spool again, before delivery could see it (it is claimed), and the
+// client is told 451 4.3.0 to send it again. The count comes after the
+// spooling so that a message the spool refuses is never charged.
+func (s *Server) commitMessage(ci *connInfo, area string, env *Envelope, msg []byte, rcpts []string) error {
+	env.Inbound = !ci.in.Authenticated && !s.cfg.Load().mayRelayFrom(ci.ip)
+	if err := s.delivery.put(area, env, msg); err != nil {
+		s.log.Error("spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", env.ID)}
+	}
+	if err := s.countSent(ci, rcpts); err != nil && !s.degraded(err, "the accepted message is not counted", "id", env.ID) {
+		s.log.Error("store: the message could not be counted: refused with 451 and taken out of the spool (on_failure: tempfail)", "id", env.ID, "err", err.Error())
+		if err := s.spool.Discard(area, env.ID); err != nil {
+			s.log.Error("spool: discarding the refused message", "id", env.ID, "err", err.Error())
+		}
+		s.delivery.release(env.ID)
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Temporary failure; try again later", env.ID)}
+	}
+	if area == AreaQueue {
+		s.delivery.enqueueFresh(env, msg)
+	}
+	return nil
+}
+
+// release gives up the claim on a message that will not be queued.
+func (d *deliverer) release(id string) {
+	d.mu.Lock()
+	delete(d.claimed, id)
+	d.mu.Unlock()
+}
+
 func (d *deliverer) takeFresh(id string) (freshMsg, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -80,7 +137,8 @@ func (d *deliverer) takeFresh(id string) (freshMsg, bool) {
 }
 
 func newDeliverer(s *Server) *deliverer {
-	return &deliverer{s: s, queued: map[string]bool{}, busy: map[string]bool{}, wake: make(chan struct{}, 1), stopCh: make(chan struct{})}
+	return &deliverer{s: s, queued: map[string]bool{}, busy: map[string]bool{}, claimed: map[string]bool{},
+		wake: make(chan struct{}, 1), stopCh: make(chan struct{})}
 }
 
 // start queues every spooled message (a restart resumes delivery) and
@@ -95,7 +153,7 @@ func (d *deliverer) start(ctx context.Context) {
 		if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
 			at = env.NextAttempt
 		}
-		d.enqueue(id, at)
+		d.enqueueFound(id, at)
 	}
 	if len(ids) > 0 {
 		d.s.log.Info("queue resumed", "messages", len(ids))
@@ -115,7 +173,7 @@ func (d *deliverer) start(ctx context.Context) {
 // `sluice hold release`.
 func (d *deliverer) rescan(ctx context.Context) {
 	defer d.wg.Done()
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(d.s.cfg.Load().Delivery.RescanInterval.D())
 	defer t.Stop()
 	for {
 		select {
@@ -130,14 +188,11 @@ func (d *deliverer) rescan(ctx context.Context) {
 			continue
 		}
 		for _, id := range ids {
-			d.mu.Lock()
-			known := d.queued[id] || d.busy[id]
-			d.mu.Unlock()
-			if known {
+			if d.known(id) {
 				continue
 			}
 			if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
-				d.enqueue(id, env.NextAttempt)
+				d.enqueueFound(id, env.NextAttempt)
 			}
 		}
 	}
@@ -160,13 +215,45 @@ func (d *deliverer) stop(ctx context.Context) {
 	}
 }
 
+// known reports whether id is this process's already: queued, in
+// flight, or being spooled.
+func (d *deliverer) known(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.queued[id] || d.busy[id] || d.claimed[id]
+}
+
+// enqueue queues a message for an attempt at at; its spooler's claim ends.
 func (d *deliverer) enqueue(id string, at time.Time) {
 	d.mu.Lock()
+	delete(d.claimed, id)
+	d.push(id, at)
+	d.mu.Unlock()
+	d.poke()
+}
+
+// enqueueFound queues a message found in the queue directory, unless this
+// process knows it already.
+func (d *deliverer) enqueueFound(id string, at time.Time) {
+	d.mu.Lock()
+	if d.busy[id] || d.claimed[id] {
+		d.mu.Unlock()
+		return
+	}
+	d.push(id, at)
+	d.mu.Unlock()
+	d.poke()
+}
+
+// push adds id to the heap once; d.mu is held.
+func (d *deliverer) push(id string, at time.Time) {
 	if !d.queued[id] {
 		d.queued[id] = true
 		heap.Push(&d.due, dueItem{at: at, id: id})
 	}
-	d.mu.Unlock()
+}
+
+func (d *deliverer) poke() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -317,7 +404,7 @@ func (d *deliverer) attempt(id string) {
 		d.finish(env, msg)
 		return
 	}
-	if !env.DelayNotified && env.From != "" && !env.Bounce && now.Sub(env.Received) >= cfg.Delivery.DelayNotice.D() {
+	if !env.DelayNotified && s.bounceable(cfg, env) && now.Sub(env.Received) >= cfg.Delivery.DelayNotice.D() {
 		if err := s.sendDSN(env, msg, "delayed"); err != nil {
 			s.log.Error("delay notice", "id", id, "err", err)
 		} else {
@@ -351,6 +438,8 @@ func (d *deliverer) finish(env *Envelope, msg []byte) {
 		switch {
 		case env.From == "" || env.Bounce:
 			s.log.Warn("undeliverable message from the null sender: dropped, never bounced", "id", env.ID)
+		case !s.bounceable(s.cfg.Load(), env):
+			s.undeliverableInbound(env)
 		default:
 			if err := s.sendDSN(env, msg, "failed"); err != nil {
 				// Keep the message: without its bounce the sender would
@@ -365,6 +454,50 @@ func (d *deliverer) finish(env *Envelope, msg []byte) {
 	}
 	if err := s.spool.Remove(AreaQueue, env.ID); err != nil {
 		s.log.Error("delivery: removing", "id", env.ID, "err", err)
+	}
+}
+
+// bounceable reports whether env's sender may be sent DSNs: not the null
+// sender, not for a DSN, and, for inbound mail, whose sender address
+// nothing verified, only when delivery.inbound_bounces allows it. A
+// spammer forging a victim's address to a recipient the next hop refuses
+// would otherwise make the relay mail the victim (backscatter).
+func (s *Server) bounceable(cfg *Config, env *Envelope) bool {
+	if env.From == "" || env.Bounce {
+		return false
+	}
+	return !env.Inbound || cfg.Delivery.InboundBounces == "headers"
+}
+
+// undeliverableInbound is the end of an inbound message that failed and
+// is not bounced: the operator sees it in the log and in the decision
+// record (`sluice decision ID`), and it is counted against the client's
+// address for count("undeliverable_inbound", client_ip, WINDOW).
+func (s *Server) undeliverableInbound(env *Envelope) {
+	var failed []string
+	for _, r := range env.Rcpts {
+		if r.Status == StatusFailed {
+			failed = append(failed, fmt.Sprintf("<%s>: %d %s %s", r.Addr, r.Code, r.Enhanced, oneLine(r.Detail)))
+		}
+	}
+	note := "undeliverable, not bounced (inbound mail, delivery.inbound_bounces: none): " + strings.Join(failed, "; ")
+	s.log.Warn("undeliverable inbound message: not bounced to its unverified sender", "id", env.ID, "mail_from", env.From,
+		"client_ip", env.ClientIP, "failed", failed)
+	ctx, cancel := storeCtx(context.Background())
+	defer cancel()
+	if _, err := s.store.Count(ctx, s.opts.Now(), 1, []string{"count:undeliverable_inbound:" + store.NormalizeKey(env.ClientIP)}, nil); err != nil {
+		s.log.Error("store: undeliverable inbound message not counted", "id", env.ID, "err", err.Error())
+	}
+	d, err := LookupDecision(ctx, s.store, env.ID)
+	if err != nil || d == nil {
+		return // the record is gone or the store is down: the log line stands
+	}
+	d.Delivery = note
+	b, _ := json.Marshal(d)
+	if ttl := decisionTTL - s.opts.Now().Sub(d.At); ttl > 0 {
+		if err := s.store.Put(ctx, "decision", d.ID, b, ttl); err != nil {
+			s.log.Warn("store: decision record", "id", d.ID, "err", err.Error())
+		}
 	}
 }
 
@@ -522,7 +655,13 @@ func connectionFailed(out map[string]result) bool {
 
 // sendSMTP runs one SMTP transaction for rcpts and returns each one's
 // result. tlsMode is starttls (required), implicit, none or opportunistic.
+// A nil msg is a probe: the transaction stops after RCPT, within seconds.
 func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, user, pass, from string, rcpts []string, msg []byte) map[string]result {
+	probe := msg == nil
+	timeout := 30 * time.Second
+	if probe {
+		timeout = probeTimeout
+	}
 	out := map[string]result{}
 	fail := func(r result) map[string]result {
 		r.remote = addr
@@ -536,7 +675,7 @@ func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, u
 	host, _, _ := net.SplitHostPort(addr)
 	tc := &tls.Config{ServerName: host, InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12}
 	dial := func() (net.Conn, error) {
-		return (&net.Dialer{Timeout: 30 * time.Second}).Dial("tcp", addr)
+		return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
 	}
 	var c *smtp.Client
 	conn, err := dial()
@@ -572,6 +711,9 @@ func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, u
 	}
 	defer c.Close()
 	c.CommandTimeout = 2 * time.Minute
+	if probe {
+		c.CommandTimeout = probeTimeout
+	}
 	c.SubmissionTimeout = 10 * time.Minute
 	if err := c.Hello(cfg.Hostname); err != nil {
 		return fail(smtpResult(err, "EHLO"))
@@ -595,6 +737,13 @@ func (d *deliverer) sendSMTP(cfg *Config, addr, tlsMode string, insecure bool, u
 			continue
 		}
 		accepted = append(accepted, rc)
+	}
+	if probe { // recipient verification: no DATA
+		for _, rc := range accepted {
+			out[rc] = result{ok: true, code: 250, enhanced: "2.1.5", detail: "recipient accepted", remote: addr}
+		}
+		c.Quit()
+		return out
 	}
 	if len(accepted) == 0 {
 		c.Quit()

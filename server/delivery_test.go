@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -128,4 +129,84 @@ func TestSmarthostSTARTTLSAndAuth(t *testing.T) {
 	if k.authed[0] != "relay" {
 		t.Errorf("smarthost AUTH: %v", k.authed)
 	}
+}
+
+// TestEveryMessageDeliveredOnce: with the queue rescanned all the time and
+// a sink that keeps up, every message the relay answered 250 for reaches
+// the next hop exactly once (issue 7, item 12: the rescan used to queue a
+// message whose spooling had not returned yet, and the session queued it
+// again after).
+func TestEveryMessageDeliveredOnce(t *testing.T) {
+	k := newSink(t)
+	cfg := testConfig(t, k)
+	cfg.RelayNetworks = []string{"127.0.0.1/32"}
+	cfg.Delivery.RescanInterval = Duration(time.Millisecond)
+	r := startRelay(t, cfg, "rules:\n  - caps: 'subject_caps => +1'\n")
+	const clients, each = 4, 100
+	ids := make(chan string, clients*each)
+	errs := make(chan error, clients)
+	for n := range clients {
+		go func() {
+			c := r.dialOK("plain")
+			if c == nil {
+				errs <- fmt.Errorf("client %d: no connection", n)
+				return
+			}
+			defer c.Close()
+			for i := range each {
+				subj := fmt.Sprintf("once %d-%d", n, i)
+				text, err := send(c, "app@example.com", []string{"bob@example.org"}, message("app@example.com", "bob@example.org", subj))
+				if err != nil {
+					errs <- fmt.Errorf("%s: %v", subj, err)
+					return
+				}
+				ids <- strings.TrimPrefix(text, "Ok: queued as ")
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(ids)
+	accepted := map[string]bool{}
+	for id := range ids {
+		accepted[id] = true
+	}
+	k.wait(t, len(accepted), 30*time.Second)
+	// Let a second delivery of any message, the bug, reach the sink too.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		left, _ := r.srv.spool.List(AreaQueue)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still queued", len(left))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	got := map[string]int{}
+	for _, m := range k.messages() {
+		id := ourID.FindSubmatch(m.Data)
+		if id == nil {
+			t.Fatalf("no queue id in\n%s", m.Data)
+		}
+		got[string(id[1])]++
+	}
+	dups := 0
+	for id, n := range got {
+		if n != 1 {
+			dups++
+			t.Errorf("%s delivered %d times", id, n)
+		}
+	}
+	for id := range accepted {
+		if got[id] == 0 {
+			t.Errorf("%s accepted, never delivered", id)
+		}
+	}
+	t.Logf("%d accepted, %d delivered, %d delivered more than once", len(accepted), len(k.messages()), dups)
 }

@@ -89,7 +89,7 @@ func (s *Server) sendDSN(env *Envelope, msg []byte, action string) error {
 
 	dsn := &Envelope{ID: id, From: "", Rcpts: []RcptState{{Addr: env.From, Status: StatusPending}}, Received: now.UTC(),
 		Size: b.Len(), Action: "dsn-" + action, Bounce: true, NextAttempt: now.UTC(), Reason: "DSN for " + env.ID}
-	if err := s.spool.Put(AreaQueue, dsn, b.Bytes()); err != nil {
+	if err := s.delivery.put(AreaQueue, dsn, b.Bytes()); err != nil {
 		return err
 	}
 	s.log.Info("dsn queued", "id", id, "for", env.ID, "action", action, "to", env.From)

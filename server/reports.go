@@ -38,6 +38,9 @@ type Decision struct {
 	Score    float64       `json:"score"`
 	Rule     string        `json:"rule,omitempty"`
 	Fired    []DecisionHit `json:"fired,omitempty"`
+	// Delivery is what became of an accepted message that could not be
+	// delivered and whose sender was not told (inbound mail).
+	Delivery string `json:"delivery,omitempty"`
 }
 
 // DecisionHit is a rule that fired.

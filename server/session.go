@@ -375,6 +375,9 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			Action: "reject", Code: 554, Enhanced: "5.7.1", Text: "Relay access denied (not authenticated, not in relay_networks, not a local domain, or a routed local part)"})
 		return ss.refuse(&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText("Relay access denied", id)})
 	}
+	if err := ss.s.verifyRecipient(ss.ci, to, id); err != nil {
+		return ss.refuse(err)
+	}
 	r := ss.ci.txn.Rcpt(to)
 	ss.ci.flush()
 	if r != nil {
@@ -464,17 +467,14 @@ func (ss *session) Data(r io.Reader) error {
 	if v.Action == engine.Hold {
 		area, env.Reason = AreaHold, v.Text
 	}
-	if err := ss.s.spool.Put(area, env, msg); err != nil {
-		ss.s.log.Error("spool write failed: message refused with 451", "id", v.ID, "err", err.Error())
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", v.ID)}
+	if err := ss.s.commitMessage(ss.ci, area, env, msg, ss.rcpts); err != nil {
+		return err
 	}
 	ss.errors = 0 // a client that delivers is not flooding
-	ss.s.countSent(ss.ci, ss.rcpts)
 	if ss.from == "" || ss.toLocal() {
 		ss.s.applyReport(v.ID, raw) // a bounce or complaint coming back
 	}
 	if area == AreaQueue {
-		ss.s.delivery.enqueueFresh(env, msg)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: replyText(v.Text, v.ID)}

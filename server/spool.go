@@ -58,6 +58,12 @@ type Envelope struct {
 	// Bounce marks a delivery status notification we generated; its
 	// failure is logged, never bounced again.
 	Bounce bool `json:"bounce,omitempty"`
+	// Inbound marks mail from a client that may not relay (neither
+	// authenticated nor in relay_networks): its sender address is
+	// unverified, so its failures are bounced only as
+	// delivery.inbound_bounces says. Envelopes written before the field
+	// existed read as outbound, bounced as before.
+	Inbound bool `json:"inbound,omitempty"`
 }
 
 // RcptState is one recipient's delivery state.
@@ -294,6 +300,19 @@ func (s *Spool) Remove(area, id string) error {
 	// Not synced: a removal lost in a crash brings the message back, to be
 	// delivered again (a duplicate at worst, never a loss).
 	return nil
+}
+
+// Discard removes a message that was spooled and then refused (the store
+// could not count it), durably: after a crash it must not come back to be
+// delivered, since the client was told to send it again.
+func (s *Spool) Discard(area, id string) error {
+	if err := s.Remove(area, id); err != nil {
+		return err
+	}
+	if s.group != nil {
+		return s.Sync()
+	}
+	return s.syncDir(filepath.Join(s.dir, area))
 }
 
 // Move moves a message between areas: the content first, then the

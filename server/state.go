@@ -95,11 +95,11 @@ func storeCtx(parent context.Context) (context.Context, context.CancelFunc) {
 // and reports true, and the caller reads zero or absent; under "tempfail"
 // the error stands and the rule that needed the state fails the message
 // with 451 4.3.0.
-func (s *Server) degraded(err error, what string) bool {
+func (s *Server) degraded(err error, what string, kv ...any) bool {
 	if s.cfg.Load().Store.OnFailure != "allow" {
 		return false
 	}
-	s.log.Warn("store unavailable: "+what+" (on_failure: allow)", "err", err.Error())
+	s.log.Warn("store unavailable: "+what+" (on_failure: allow)", append(kv, "err", err.Error())...)
 	return true
 }
 
@@ -154,7 +154,7 @@ func (s *Server) attempts(m *builtins.Message) (int, error) {
 // countSent records an accepted message: for its sender, and under every
 // count() key the rules asked about (those of refused recipients left
 // out), in one store call.
-func (s *Server) countSent(ci *connInfo, accepted []string) {
+func (s *Server) countSent(ci *connInfo, accepted []string) error {
 	keys := []string{counterKey(ci.in)}
 	ok := map[string]bool{"": true}
 	for _, r := range accepted {
@@ -169,8 +169,9 @@ func (s *Server) countSent(ci *connInfo, accepted []string) {
 	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	if _, err := s.store.Count(ctx, s.opts.Now(), 1, keys, nil); err != nil {
-		s.log.Error("store: the accepted message could not be counted", "keys", keys, "err", err.Error())
+		return fmt.Errorf("counting %v: %w", keys, err)
 	}
+	return nil
 }
 
 // Count answers count(counter, key, window) for the session's message and

@@ -306,3 +306,54 @@ func TestDecisionRecords(t *testing.T) {
 		t.Errorf("unknown id: %+v", d)
 	}
 }
+
+// TestStoreDownAtEndOfData stops redis-server between RCPT and the end of
+// DATA, when the message is to be counted (issue 7, item 13): under
+// on_failure tempfail the client gets 451 4.3.0 and nothing is delivered,
+// never a 250 for a message the limits did not see; under allow it is
+// accepted and delivered.
+func TestStoreDownAtEndOfData(t *testing.T) {
+	for _, policy := range []string{"tempfail", "allow"} {
+		t.Run(policy, func(t *testing.T) {
+			rs := storetest.StartRedis(t)
+			k := newSink(t)
+			cfg := testConfig(t, k)
+			cfg.Store = StoreConfig{Kind: "redis", OnFailure: policy, Redis: RedisConfig{Addrs: []string{rs.Addr}, Timeout: Duration(200 * time.Millisecond)}}
+			cfg.Delivery.RescanInterval = Duration(5 * time.Millisecond)
+			r := startRelay(t, cfg, limitRules)
+			c := r.dial(t, "submission")
+			login(t, c, "ops")
+			if err := c.Mail("x@acme.test", nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Rcpt("bob@example.org", nil); err != nil {
+				t.Fatal(err)
+			}
+			rs.Stop()
+			w, err := c.Data()
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Write([]byte(message("x@acme.test", "bob@example.org", "uncounted")))
+			_, err = w.CloseWithResponse()
+			if policy == "allow" {
+				if err != nil {
+					t.Fatalf("under allow: %v", err)
+				}
+				k.wait(t, 1, 10*time.Second)
+				return
+			}
+			code, enh, text := smtpCode(err)
+			if code != 451 || enh != "4.3.0" || !idInReply.MatchString(text) {
+				t.Fatalf("end of DATA with redis down: %v, want 451 4.3.0 with the id", err)
+			}
+			time.Sleep(500 * time.Millisecond)
+			if n := len(k.messages()); n != 0 {
+				t.Errorf("the refused message was delivered %d times", n)
+			}
+			if left, _ := r.srv.spool.List(AreaQueue); len(left) != 0 {
+				t.Errorf("the refused message is still spooled: %v", left)
+			}
+		})
+	}
+}

@@ -195,6 +195,9 @@ func cmdDecision(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, " by rule %s", d.Rule)
 	}
 	fmt.Fprintf(stdout, "\nscore:    %g\n", d.Score)
+	if d.Delivery != "" {
+		fmt.Fprintf(stdout, "delivery: %s\n", d.Delivery)
+	}
 	if len(d.Fired) > 0 {
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nRULE\tSCORE\tRECIPIENT")
