@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/server"
+	"github.com/sluicemail/sluice/store"
 )
 
 // cmdServe runs the relay until SIGTERM or SIGINT; SIGHUP reloads the rules
@@ -36,6 +37,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		cfg.RulesDir = *rules
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	// The state holds envelopes and addresses: whatever the relay or a
+	// library creates in it is for the relay's user alone.
+	syscall.Umask(0o077)
+	if narrowed, err := store.MakePrivateDir(cfg.StateDir); err != nil {
+		fmt.Fprintln(stderr, "sluice serve:", err)
+		return 1
+	} else if narrowed {
+		log.Warn("the state directory was open to other users; now mode 0700", "dir", abs(cfg.StateDir))
+	}
 	srv, err := server.New(cfg, *config, server.Options{Log: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice serve:", err)
