@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -342,6 +343,21 @@ func (c *Config) finish() error {
 			}
 			c.users[u.Name] = u
 		}
+	}
+	return nil
+}
+
+// CheckFiles checks what the config names outside itself and the relay
+// would fail on at start: the TLS certificate and key.
+func (c *Config) CheckFiles() error {
+	if c.TLS.Cert == "" && c.TLS.Key == "" {
+		return nil
+	}
+	if c.TLS.Cert == "" || c.TLS.Key == "" {
+		return errors.New("tls: give both cert and key, or neither (a self-signed certificate in state_dir)")
+	}
+	if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
+		return fmt.Errorf("tls: %w", err)
 	}
 	return nil
 }
