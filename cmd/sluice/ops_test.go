@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // buildSluice builds the command into a temporary directory.
@@ -336,4 +337,56 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestExampleConfig: examples/sluice.yaml checks and starts from a clone as
+// the README says, and its password matches its hashes.
+func TestExampleConfig(t *testing.T) {
+	bin := buildSluice(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := sluiceIn(t, bin, root, nil, "check", "--config", "examples/sluice.yaml")
+	if code != 0 || !strings.Contains(out, "examples/sluice.yaml: ok") || !strings.HasSuffix(out, "\nok\n") {
+		t.Fatalf("check --config examples/sluice.yaml: exit %d\n%s%s", code, out, errs)
+	}
+
+	src, err := os.ReadFile(filepath.Join(root, "examples", "sluice.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`sluice passwd <<< '([^']+)'`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("examples/sluice.yaml does not say its password")
+	}
+	password := string(m[1])
+	hashes := regexp.MustCompile(`password_hash: "([^"]+)"`).FindAllSubmatch(src, -1)
+	if len(hashes) == 0 {
+		t.Fatal("no password_hash in examples/sluice.yaml")
+	}
+	for _, h := range hashes {
+		if bcrypt.CompareHashAndPassword(h[1], []byte(password)) != nil {
+			t.Errorf("%s is not the hash of %q", h[1], password)
+		}
+	}
+
+	// A clone: the example and the rules it names. Only the listening
+	// ports change, to free ones.
+	clone := t.TempDir()
+	os.Mkdir(filepath.Join(clone, "examples"), 0o755)
+	cfg := regexp.MustCompile(`127\.0\.0\.1:\d+`).ReplaceAll(src, []byte("127.0.0.1:0"))
+	os.WriteFile(filepath.Join(clone, "examples", "sluice.yaml"), cfg, 0o644)
+	if out, err := exec.Command("cp", "-r", filepath.Join(root, "rules.d"), filepath.Join(clone, "rules.d")).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	relay := startServe(t, bin, clone, nil, "--config", "examples/sluice.yaml")
+	if _, err := os.Stat(filepath.Join(clone, "examples", "sluice-state", "store")); err != nil {
+		t.Errorf("the state is not next to the config: %v", err)
+	}
+	code, _, errs = sluiceIn(t, bin, clone, []string{"SLUICE_CONFIG=examples/sluice.yaml"}, "hold", "list")
+	if code != 0 || !strings.Contains(errs, "(via the running relay)") {
+		t.Errorf("hold list against the example relay: %d %q", code, errs)
+	}
+	relay.stop(t)
 }
