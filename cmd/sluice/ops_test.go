@@ -390,3 +390,35 @@ func TestExampleConfig(t *testing.T) {
 	}
 	relay.stop(t)
 }
+
+// TestReadmeSwaks sends the README's first example message, as a newcomer
+// would paste it, to a relay on the shipped rules: it must be accepted.
+func TestReadmeSwaks(t *testing.T) {
+	if _, err := exec.LookPath("swaks"); err != nil {
+		t.Fatal("swaks is needed (make deps installs it)")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("`(swaks [^`]+)`").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("no swaks example in README.md")
+	}
+	bin := buildSluice(t)
+	rules, _ := filepath.Abs("../../rules.d")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sluice.yaml")
+	os.WriteFile(cfg, []byte("listen: [{addr: '127.0.0.1:0'}]\nrules_dir: "+rules+"\n"), 0o644)
+	relay := startServe(t, bin, dir, nil, "--config", cfg)
+	args := strings.Fields(string(m[1]))[1:]
+	for i, a := range args {
+		if a == "--server" && i+1 < len(args) {
+			args[i+1] = relay.addr
+		}
+	}
+	out, err := exec.Command("swaks", args...).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^<-  250 .*queued`).Match(out) {
+		t.Errorf("README's %s: %v\n%s", m[1], err, out)
+	}
+}
