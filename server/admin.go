@@ -79,6 +79,42 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 		}
 		reply(w, json.RawMessage(b), err)
 	})
+	// The holding area goes through the relay too, so that a release is
+	// delivered at once and the operator sees the state the relay has.
+	mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
+		ids, err := s.spool.List(AreaHold)
+		envs := []*Envelope{}
+		for _, id := range ids {
+			if e, err := s.spool.Envelope(AreaHold, id); err == nil {
+				envs = append(envs, e)
+			}
+		}
+		reply(w, envs, err)
+	})
+	mux.HandleFunc("GET /hold/{id}", func(w http.ResponseWriter, r *http.Request) {
+		var h HeldMessage
+		var err error
+		if h.Envelope, err = s.spool.Envelope(AreaHold, r.PathValue("id")); err == nil {
+			h.Message, err = s.spool.Message(AreaHold, r.PathValue("id"))
+		}
+		replySpool(w, h, err)
+	})
+	mux.HandleFunc("POST /hold/{id}/release", func(w http.ResponseWriter, r *http.Request) {
+		id, now := r.PathValue("id"), s.opts.Now()
+		err := s.spool.Release(id, now)
+		if err == nil {
+			s.delivery.enqueue(id, now)
+			s.log.Info("hold: released", "id", id)
+		}
+		replySpool(w, map[string]string{"released": id}, err)
+	})
+	mux.HandleFunc("DELETE /hold/{id}", func(w http.ResponseWriter, r *http.Request) {
+		err := s.spool.Remove(AreaHold, r.PathValue("id"))
+		if err == nil {
+			s.log.Info("hold: deleted", "id", r.PathValue("id"))
+		}
+		replySpool(w, map[string]string{"deleted": r.PathValue("id")}, err)
+	})
 	// Profiles of the running relay, for its owner only (the socket is 0600).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -104,6 +140,21 @@ func reply(w http.ResponseWriter, v any, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
+}
+
+// HeldMessage is a message in the holding area with its envelope.
+type HeldMessage struct {
+	Envelope *Envelope `json:"envelope"`
+	Message  []byte    `json:"message"`
+}
+
+// replySpool is reply with ErrNotFound as 404.
+func replySpool(w http.ResponseWriter, v any, err error) {
+	if errors.Is(err, ErrNotFound) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	reply(w, v, err)
 }
 
 // AdminClient reaches a running relay's list API over its admin socket.
@@ -195,6 +246,41 @@ func (a *AdminClient) Decision(ctx context.Context, id string) (*Decision, error
 		return nil, err
 	}
 	return &d, nil
+}
+
+// Held lists the holding area of the running relay.
+func (a *AdminClient) Held(ctx context.Context) ([]*Envelope, error) {
+	var es []*Envelope
+	_, err := a.do(ctx, "GET", "/hold", nil, &es)
+	return es, err
+}
+
+// HeldMessage fetches a held message; ErrNotFound if there is none.
+func (a *AdminClient) HeldMessage(ctx context.Context, id string) (*HeldMessage, error) {
+	var h HeldMessage
+	code, err := a.do(ctx, "GET", "/hold/"+url.PathEscape(id), nil, &h)
+	if code == 404 {
+		return nil, ErrNotFound
+	}
+	return &h, err
+}
+
+// Release has the running relay deliver a held message now.
+func (a *AdminClient) Release(ctx context.Context, id string) error {
+	code, err := a.do(ctx, "POST", "/hold/"+url.PathEscape(id)+"/release", nil, nil)
+	if code == 404 {
+		return ErrNotFound
+	}
+	return err
+}
+
+// DeleteHeld deletes a held message.
+func (a *AdminClient) DeleteHeld(ctx context.Context, id string) error {
+	code, err := a.do(ctx, "DELETE", "/hold/"+url.PathEscape(id), nil, nil)
+	if code == 404 {
+		return ErrNotFound
+	}
+	return err
 }
 
 // LookupDecision reads a decision record from a store.

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,10 @@ type Config struct {
 	users     map[string]*User
 	path      string
 	checksum  []byte
+	// base is the directory of the config file: relative paths in the
+	// file (and the defaults derived from them) are relative to it, so a
+	// command run from anywhere acts on the same state as the relay.
+	base string
 }
 
 // Listener is one listening socket.
@@ -215,6 +220,11 @@ func LoadConfig(path string) (*Config, error) {
 			return nil, fmt.Errorf("%s: %v", path, strings.TrimPrefix(err.Error(), "yaml: "))
 		}
 		c.path, c.checksum = path, b
+		dir, err := filepath.Abs(filepath.Dir(path))
+		if err != nil {
+			return nil, err
+		}
+		c.base = dir
 	}
 	if err := c.finish(); err != nil {
 		if path == "" {
@@ -250,6 +260,9 @@ func (c *Config) finish() error {
 	}
 	if c.RulesDir == "" {
 		c.RulesDir = "rules.d"
+	}
+	for _, p := range []*string{&c.StateDir, &c.RulesDir, &c.TLS.Cert, &c.TLS.Key, &c.Delivery.LocalDir, &c.Store.Path} {
+		*p = c.resolve(*p)
 	}
 	if c.RelayNetworks == nil {
 		c.RelayNetworks = []string{"127.0.0.0/8", "::1/128"}
@@ -369,6 +382,31 @@ func (c *Config) finish() error {
 		}
 	}
 	return nil
+}
+
+// CheckFiles checks what the config names outside itself and the relay
+// would fail on at start: the TLS certificate and key.
+func (c *Config) CheckFiles() error {
+	if c.TLS.Cert == "" && c.TLS.Key == "" {
+		return nil
+	}
+	if c.TLS.Cert == "" || c.TLS.Key == "" {
+		return errors.New("tls: give both cert and key, or neither (a self-signed certificate in state_dir)")
+	}
+	if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	return nil
+}
+
+// resolve makes a path of the config file relative to the file's
+// directory; the embedded default's paths stay relative to the working
+// directory.
+func (c *Config) resolve(p string) string {
+	if p == "" || c.base == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.base, p)
 }
 
 func setDefault[T comparable](p *T, v T) {

@@ -132,3 +132,45 @@ func TestInboundBouncesValues(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigPathsRelativeToFile: a command run from another directory
+// must reach the same state, rules and certificates as the relay.
+func TestConfigPathsRelativeToFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "etc", "sluice.yaml")
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte("state_dir: state\nrules_dir: ../rules.d\ntls: {cert: tls/c.pem, key: /abs/k.pem}\ndelivery: {mode: local, local_dir: mail}\n"), 0o644)
+	cwd := t.TempDir()
+	t.Chdir(cwd)
+	rel, err := filepath.Rel(cwd, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{p, rel} {
+		c, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		etc := filepath.Join(dir, "etc")
+		for _, gw := range [][2]string{
+			{c.StateDir, filepath.Join(etc, "state")},
+			{c.RulesDir, filepath.Join(dir, "rules.d")},
+			{c.TLS.Cert, filepath.Join(etc, "tls", "c.pem")},
+			{c.TLS.Key, "/abs/k.pem"},
+			{c.Delivery.LocalDir, filepath.Join(etc, "mail")},
+			{c.Store.Path, filepath.Join(etc, "state", "store")},
+		} {
+			if got, want := gw[0], gw[1]; got != want {
+				t.Errorf("%s: got %s, want %s", path, got, want)
+			}
+		}
+	}
+	os.WriteFile(p, []byte("hostname: relay.test\n"), 0o644)
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != filepath.Join(dir, "etc", "sluice-state") || c.RulesDir != filepath.Join(dir, "etc", "rules.d") {
+		t.Errorf("defaults of a config file are next to it: %s %s", c.StateDir, c.RulesDir)
+	}
+}

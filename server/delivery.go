@@ -558,7 +558,7 @@ func (d *deliverer) deliverLocal(dir string, env *Envelope, msg []byte, rcpt str
 	}
 	path := filepath.Join(dir, folder, env.ID+".eml")
 	if _, known := d.dirs.Load(filepath.Dir(path)); !known {
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return result{code: 451, enhanced: "4.3.0", detail: err.Error(), remote: "local"}
 		}
 		d.dirs.Store(filepath.Dir(path), true)
@@ -567,7 +567,7 @@ func (d *deliverer) deliverLocal(dir string, env *Envelope, msg []byte, rcpt str
 	fmt.Fprintf(&b, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", env.From, rcpt)
 	b.Write(msg)
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err == nil {
 		_, err = f.Write(b.Bytes())
 		if err == nil && sync {

@@ -43,12 +43,16 @@ type Decision struct {
 	Delivery string `json:"delivery,omitempty"`
 }
 
-// DecisionHit is a rule that fired.
+// DecisionHit is a rule that fired, with the facts it read: what the
+// operator answering a customer needs to see.
 type DecisionHit struct {
-	Rule   string  `json:"rule"`
-	Score  float64 `json:"score,omitempty"`
-	Shadow bool    `json:"shadow,omitempty"`
-	Rcpt   string  `json:"rcpt,omitempty"`
+	Rule     string            `json:"rule"`
+	Phase    string            `json:"phase,omitempty"`
+	Action   string            `json:"action,omitempty"`
+	Score    float64           `json:"score,omitempty"`
+	Shadow   bool              `json:"shadow,omitempty"`
+	Rcpt     string            `json:"rcpt,omitempty"`
+	Evidence []engine.Evidence `json:"evidence,omitempty"`
 }
 
 const decisionTTL = 30 * 24 * time.Hour
@@ -66,7 +70,7 @@ func (s *Server) recordDecision(d Decision) {
 func hitsOf(hs []engine.Hit) []DecisionHit {
 	var out []DecisionHit
 	for _, h := range hs {
-		out = append(out, DecisionHit{Rule: h.Rule, Score: h.Score, Shadow: h.Shadow, Rcpt: h.Recipient})
+		out = append(out, DecisionHit{Rule: h.Rule, Phase: h.Phase, Action: h.Action, Score: h.Score, Shadow: h.Shadow, Rcpt: h.Recipient, Evidence: h.Evidence})
 	}
 	return out
 }

@@ -594,7 +594,8 @@ func (s *Server) logRefusal(ci *connInfo, phase string, r *engine.Reply, kv ...a
 		}
 	}
 	if ci.txn != nil {
-		d.Fired = hitsOf(ci.txn.Verdict().Hits)
+		v := ci.txn.Verdict()
+		d.Fired, d.Score = hitsOf(v.Hits), v.Score
 	}
 	s.recordDecision(d)
 	args := []any{"id", r.ID, "phase", phase, "action", r.Action, "code", r.Code, "enhanced", r.Enhanced, "rule", r.Rule,

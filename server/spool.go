@@ -87,7 +87,7 @@ const (
 // OpenSpool creates the spool's directories under dir.
 func OpenSpool(dir string) (*Spool, error) {
 	for _, d := range []string{"tmp", AreaQueue, AreaHold} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, err
 		}
 	}
@@ -155,7 +155,7 @@ func (s *Spool) Put(area string, env *Envelope, data []byte) error {
 
 // writeNew creates path, which must not exist, with data.
 func (s *Spool) writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}

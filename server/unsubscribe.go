@@ -63,7 +63,7 @@ func unsubscribeKey(c *Config) ([]byte, error) {
 	if _, err := rand.Read(k); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(c.StateDir, 0o750); err != nil {
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
 	return k, os.WriteFile(path, k, 0o600)

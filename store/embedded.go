@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Embedded is the Store in a local Pebble database.
@@ -27,10 +28,16 @@ const (
 	pfxRecord  = "r\x00"
 )
 
-// OpenEmbedded opens (or creates) the store in dir. Only one process can
-// have it open.
+// OpenEmbedded opens (or creates) the store in dir, readable by its owner
+// only. Only one process can have it open: another gets ErrLocked.
 func OpenEmbedded(dir string) (*Embedded, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	if _, err := MakePrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}, FS: privateFS{vfs.Default}})
+	if errors.Is(err, ErrLocked) {
+		return nil, fmt.Errorf("store: %s: %w", dir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", dir, err)
 	}

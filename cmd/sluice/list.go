@@ -5,49 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/ruletest"
 	"github.com/sluicemail/sluice/server"
 	"github.com/sluicemail/sluice/store"
 )
 
-// state is what `sluice list` and `sluice decision` need of the store, or
-// of a running relay that holds it.
-type state interface {
-	ListAdd(ctx context.Context, e store.Entry) error
-	ListRemove(ctx context.Context, list, key string) (bool, error)
-	ListGet(ctx context.Context, list, key string, now time.Time) (*store.Entry, error)
-	ListEntries(ctx context.Context, list string, now time.Time) ([]store.Entry, error)
-	Decision(ctx context.Context, id string) (*server.Decision, error)
-}
-
-// storeState is a store opened by the command itself.
-type storeState struct{ store.Store }
-
-func (s storeState) Decision(ctx context.Context, id string) (*server.Decision, error) {
-	return server.LookupDecision(ctx, s.Store, id)
-}
-
-// openState reaches the configured store: through a running relay's admin
-// socket when it holds the embedded store, else directly.
-func openState(cfg *server.Config) (state, func(), error) {
-	if cfg.Store.Kind == "embedded" {
-		if a, ok := server.DialAdmin(server.AdminSocket(cfg)); ok {
-			return a, func() {}, nil
-		}
-	}
-	st, err := server.OpenStore(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%v (is a relay without its admin socket running?)", err)
-	}
-	return storeState{st}, func() { st.Close() }, nil
-}
-
 func cmdList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("list", stderr)
-	config := fs.String("config", "", "config file (default: the embedded default)")
+	config := fs.String("config", "", "config `FILE` (default: $SLUICE_CONFIG, else the embedded default)")
 	reason := fs.String("reason", "", "why the key is on the list (add)")
 	forDur := fs.String("for", "", "how long the entry lasts, e.g. 12h or 7d (add; default: for good)")
 	pos, err := parseArgs(fs, args)
@@ -59,12 +30,11 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, usage)
 		return 2
 	}
-	cfg, err := server.LoadConfig(*config)
-	if err != nil {
-		fmt.Fprintln(stderr, "sluice list:", err)
+	rs, ok := openRelayState("list", *config, stderr)
+	if !ok {
 		return 1
 	}
-	ls, done, err := openState(cfg)
+	ls, done, err := rs.store()
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice list:", err)
 		return 1
@@ -156,7 +126,7 @@ func parseDuration(s string) (time.Duration, error) {
 // refusal ("... [01M83B4TQ5R6MKEAVVSTZDDCHG]").
 func cmdDecision(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("decision", stderr)
-	config := fs.String("config", "", "config file (default: the embedded default)")
+	config := fs.String("config", "", "config `FILE` (default: $SLUICE_CONFIG, else the embedded default)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -165,15 +135,14 @@ func cmdDecision(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: sluice decision ID [--config FILE]")
 		return 2
 	}
-	cfg, err := server.LoadConfig(*config)
-	if err != nil {
-		fmt.Fprintln(stderr, "sluice decision:", err)
+	rs, ok := openRelayState("decision", *config, stderr)
+	if !ok {
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id := strings.Trim(pos[0], "[]")
-	st, done, err := openState(cfg)
+	st, done, err := rs.store()
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice decision:", err)
 		return 1
@@ -194,21 +163,64 @@ func cmdDecision(args []string, stdout, stderr io.Writer) int {
 	if d.Rule != "" {
 		fmt.Fprintf(stdout, " by rule %s", d.Rule)
 	}
-	fmt.Fprintf(stdout, "\nscore:    %g\n", d.Score)
+	fmt.Fprintf(stdout, "\nscore:    %s\n", formatScore(decisionScore(d)))
 	if d.Delivery != "" {
 		fmt.Fprintf(stdout, "delivery: %s\n", d.Delivery)
 	}
-	if len(d.Fired) > 0 {
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "\nRULE\tSCORE\tRECIPIENT")
-		for _, h := range d.Fired {
-			name := h.Rule
-			if h.Shadow {
-				name += " (shadow)"
-			}
-			fmt.Fprintf(tw, "%s\t%g\t%s\n", name, h.Score, h.Rcpt)
-		}
-		tw.Flush()
+	if len(d.Fired) == 0 {
+		fmt.Fprintln(stdout, "\nno rule fired")
+		return 0
 	}
+	hits := make([]engine.Hit, len(d.Fired))
+	for i, h := range d.Fired {
+		hits[i] = engine.Hit{Rule: h.Rule, Phase: h.Phase, Action: h.Action, Score: h.Score, Shadow: h.Shadow, Recipient: h.Rcpt, Evidence: h.Evidence}
+		if hits[i].Action == "" && h.Score != 0 { // a record from before actions were kept
+			hits[i].Action = formatScore(h.Score)
+			if h.Score > 0 {
+				hits[i].Action = "+" + hits[i].Action
+			}
+		}
+		for j, e := range h.Evidence {
+			hits[i].Evidence[j].Value = fromJSON(e.Value)
+		}
+	}
+	fmt.Fprintln(stdout)
+	ruletest.WriteHits(stdout, hits)
 	return 0
+}
+
+// decisionScore is the message's score; records from before refusals
+// kept theirs have only the scores of the rules that fired.
+func decisionScore(d *server.Decision) float64 {
+	if d.Score != 0 {
+		return d.Score
+	}
+	var sum float64
+	for _, h := range d.Fired {
+		if !h.Shadow {
+			sum += h.Score
+		}
+	}
+	return sum
+}
+
+func formatScore(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// fromJSON gives evidence read back from a record the types the engine
+// gave it, so that it prints as explain prints it: a list of strings is a
+// []string again.
+func fromJSON(v any) any {
+	l, ok := v.([]any)
+	if !ok {
+		return v
+	}
+	ss := make([]string, len(l))
+	for i, x := range l {
+		s, ok := x.(string)
+		if !ok {
+			return v
+		}
+		ss[i] = s
+	}
+	return ss
 }

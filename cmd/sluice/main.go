@@ -19,6 +19,7 @@ import (
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/ruletest"
+	"github.com/sluicemail/sluice/server"
 )
 
 const usage = `sluice: an SMTP relay whose policy is written as rules
@@ -31,14 +32,17 @@ usage:
                                                       the dynamic lists: bounces, unsubscribes, blocked, ...
   sluice decision ID [--config FILE]                  what the relay decided, and why, for an id quoted in a refusal
   sluice passwd < PASSWORD                            print a bcrypt hash for the config's password_hash
-  sluice check [DIR]                                  load and type-check a rules directory, print rules by phase
+  sluice check [DIR] | --config FILE                  load and type-check a rules directory (or a config and its rules)
   sluice test [--rules DIR] [--junit FILE] [--coverage] [-v] PATH...
                                                       replay *.test.yaml fixtures against the rules
   sluice explain [--rules DIR] [--context FILE] [--json] MESSAGE.eml
                                                       print the verdict on a message and why
   sluice facts                                        list the facts and functions rules can use
 
-DIR and --rules default to rules.d.
+DIR and --rules default to rules.d. --config defaults to $SLUICE_CONFIG, else the
+embedded default, whose state is ./sluice-state; relative paths in a config file are
+relative to the file's directory. hold, list and decision act on that state through the
+running relay, or directly when it is stopped, and refuse a state that does not exist.
 `
 
 func main() {
@@ -122,11 +126,24 @@ func loadRules(dir string, stderr io.Writer) (*engine.RuleSet, bool) {
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", stderr)
+	config := fs.String("config", "", "validate config `FILE` and the rules directory it names")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
 	dir := "rules.d"
+	if *config != "" {
+		cfg, err := server.LoadConfig(*config)
+		if err == nil {
+			err = cfg.CheckFiles()
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "sluice check:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: ok; state in %s\n", *config, cfg.StateDir)
+		dir = cfg.RulesDir
+	}
 	if len(pos) > 0 {
 		dir = pos[0]
 	}

@@ -16,27 +16,49 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/server"
+	"github.com/sluicemail/sluice/store"
 )
 
 // cmdServe runs the relay until SIGTERM or SIGINT; SIGHUP reloads the rules
 // and the config.
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
-	config := fs.String("config", "", "config file (default: the embedded default)")
+	config := fs.String("config", "", "config `FILE` (default: $SLUICE_CONFIG, else the embedded default)")
 	rules := fs.String("rules", "", "rules directory (overrides the config's rules_dir)")
 	if _, err := parseArgs(fs, args); err != nil {
 		return 2
 	}
-	cfg, err := server.LoadConfig(*config)
+	path := configFile(*config)
+	cfg, err := server.LoadConfig(path)
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice serve:", err)
+		return 1
+	}
+	// The embedded store admits one process, and two relays on one spool
+	// would deliver every message twice: a relay that answers on the
+	// state's admin socket owns it.
+	if _, ok := server.DialAdmin(server.AdminSocket(cfg)); ok {
+		fmt.Fprintf(stderr, "sluice serve: another relay holds the state in %s (it answers on %s); stop it first, or give this one its own state_dir\n", abs(cfg.StateDir), server.AdminSocket(cfg))
 		return 1
 	}
 	if *rules != "" {
 		cfg.RulesDir = *rules
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	srv, err := server.New(cfg, *config, server.Options{Log: log})
+	// The state holds envelopes and addresses: whatever the relay or a
+	// library creates in it is for the relay's user alone.
+	syscall.Umask(0o077)
+	if narrowed, err := store.MakePrivateDir(cfg.StateDir); err != nil {
+		fmt.Fprintln(stderr, "sluice serve:", err)
+		return 1
+	} else if narrowed {
+		log.Warn("the state directory was open to other users; now mode 0700", "dir", abs(cfg.StateDir))
+	}
+	srv, err := server.New(cfg, path, server.Options{Log: log})
+	if errors.Is(err, store.ErrLocked) {
+		fmt.Fprintf(stderr, "sluice serve: another relay holds the state in %s: %v\n", abs(cfg.StateDir), err)
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice serve:", err)
 		return 1
@@ -53,6 +75,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	rs := srv.Rules().Current()
 	fmt.Fprintf(stdout, "sluice: %d rules from %s, reloaded on change\n", len(rs.Rules()), cfg.RulesDir)
+	fmt.Fprintf(stdout, "sluice: state in %s (sluice hold, list and decision reach it with the same config)\n", abs(cfg.StateDir))
 	fmt.Fprintf(stdout, "sluice: spool in %s\n", abs(filepath.Join(cfg.StateDir, "spool")))
 	switch cfg.Delivery.Mode {
 	case "local":
@@ -62,8 +85,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	case "mx":
 		fmt.Fprintln(stdout, "sluice: delivering to each recipient domain's MX")
 	}
-	if *config == "" {
-		fmt.Fprintln(stdout, "sluice: embedded default: relaying for loopback clients without AUTH; try: swaks --server 127.0.0.1:2525 --to you@example.com")
+	if path == "" {
+		fmt.Fprintln(stdout, "sluice: embedded default: relaying for loopback clients without AUTH; try: swaks --server 127.0.0.1:2525 --from you@example.com --to bob@example.org")
 	}
 	go func() {
 		if err := srv.Rules().Watch(ctx, 200*time.Millisecond, 5*time.Second); err != nil && !errors.Is(err, context.Canceled) {
@@ -104,7 +127,7 @@ func abs(p string) string {
 // cmdHold manages the holding area.
 func cmdHold(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hold", stderr)
-	config := fs.String("config", "", "config file (default: the embedded default)")
+	config := fs.String("config", "", "config `FILE` (default: $SLUICE_CONFIG, else the embedded default)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -113,56 +136,53 @@ func cmdHold(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: sluice hold list|show ID|release ID...|delete ID... [--config FILE]")
 		return 2
 	}
-	cfg, err := server.LoadConfig(*config)
+	rs, ok := openRelayState("hold", *config, stderr)
+	if !ok {
+		return 1
+	}
+	area, err := rs.hold()
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice hold:", err)
 		return 1
 	}
-	sp, err := server.OpenSpool(filepath.Join(cfg.StateDir, "spool"))
-	if err != nil {
-		fmt.Fprintln(stderr, "sluice hold:", err)
-		return 1
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	switch pos[0] {
 	case "list":
-		ids, err := sp.List(server.AreaHold)
+		envs, err := area.Held(ctx)
 		if err != nil {
 			fmt.Fprintln(stderr, "sluice hold:", err)
 			return 1
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tRECEIVED\tUSER\tFROM\tRCPTS\tSCORE\tRULES")
-		for _, id := range ids {
-			e, err := sp.Envelope(server.AreaHold, id)
-			if err != nil {
-				continue
-			}
+		for _, e := range envs {
 			var rc []string
 			for _, r := range e.Rcpts {
 				rc = append(rc, r.Addr)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t<%s>\t%s\t%g\t%s\n", id, e.Received.Format(time.RFC3339), dash(e.User), e.From, strings.Join(rc, ","), e.Score, strings.Join(e.Rules, ","))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t<%s>\t%s\t%g\t%s\n", e.ID, e.Received.Format(time.RFC3339), dash(e.User), e.From, strings.Join(rc, ","), e.Score, strings.Join(e.Rules, ","))
 		}
 		tw.Flush()
-		fmt.Fprintf(stdout, "%d held\n", len(ids))
+		fmt.Fprintf(stdout, "%d held\n", len(envs))
 		return 0
 	case "show":
 		if len(pos) != 2 {
 			fmt.Fprintln(stderr, "usage: sluice hold show ID")
 			return 2
 		}
-		e, err := sp.Envelope(server.AreaHold, pos[1])
+		h, err := area.HeldMessage(ctx, pos[1])
 		if err != nil {
 			fmt.Fprintf(stderr, "sluice hold: %s: %v\n", pos[1], err)
 			return 1
 		}
-		msg, _ := sp.Message(server.AreaHold, pos[1])
+		e := h.Envelope
 		fmt.Fprintf(stdout, "id:       %s\nreceived: %s\nuser:     %s\nclient:   %s (helo %s)\nfrom:     <%s>\n", e.ID, e.Received.Format(time.RFC3339), dash(e.User), e.ClientIP, e.Helo, e.From)
 		for _, r := range e.Rcpts {
 			fmt.Fprintf(stdout, "to:       <%s>\n", r.Addr)
 		}
 		fmt.Fprintf(stdout, "score:    %g\nrules:    %s\nreason:   %s\n\n", e.Score, strings.Join(e.Rules, ", "), e.Reason)
-		stdout.Write(msg)
+		stdout.Write(h.Message)
 		return 0
 	case "release", "delete":
 		if len(pos) < 2 {
@@ -172,19 +192,17 @@ func cmdHold(args []string, stdout, stderr io.Writer) int {
 		code := 0
 		for _, id := range pos[1:] {
 			var err error
+			verb := "released for delivery"
 			if pos[0] == "release" {
-				err = sp.Release(id, time.Now())
+				err = area.Release(ctx, id)
 			} else {
-				err = sp.Remove(server.AreaHold, id)
+				err = area.DeleteHeld(ctx, id)
+				verb = "deleted"
 			}
 			if err != nil {
 				fmt.Fprintf(stderr, "sluice hold %s: %s: %v\n", pos[0], id, err)
 				code = 1
 				continue
-			}
-			verb := "released for delivery"
-			if pos[0] == "delete" {
-				verb = "deleted"
 			}
 			fmt.Fprintf(stdout, "%s %s\n", id, verb)
 		}

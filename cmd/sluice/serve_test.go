@@ -69,10 +69,26 @@ func TestPasswd(t *testing.T) {
 	}
 }
 
-func TestListCommands(t *testing.T) {
+// newState writes a config and makes its state, as a relay's first start
+// would: operator commands refuse a state that does not exist.
+func newState(t *testing.T) string {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "sluice.yaml")
-	os.WriteFile(cfg, []byte("state_dir: "+filepath.Join(dir, "state")+"\n"), 0o644)
+	path := filepath.Join(dir, "sluice.yaml")
+	os.WriteFile(path, []byte("state_dir: state\n"), 0o644)
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := server.OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	return path
+}
+
+func TestListCommands(t *testing.T) {
+	cfg := newState(t)
 	code, out, errs := runCLI("list", "add", "blocked", "Spammer@Example.net", "--reason", "sustained abuse", "--for", "7d", "--config", cfg)
 	if code != 0 || out != "spammer@example.net added to blocked\n" {
 		t.Fatalf("add: %d %q %q", code, out, errs)
