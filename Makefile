@@ -58,6 +58,9 @@ fuzz:
 	$(GO) test ./builtins -run '^$$' -fuzz FuzzSimpleAddress -fuzztime $(FUZZTIME)
 	$(GO) test ./engine -run '^$$' -fuzz FuzzMultiMatcher -fuzztime $(FUZZTIME)
 	$(GO) test ./server -run '^$$' -fuzz FuzzParseReport -fuzztime $(FUZZTIME)
+	$(GO) test ./server -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/smtpaddr -run '^$$' -fuzz FuzzCanonical -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/canon -run '^$$' -fuzz FuzzMessage -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/sluicemail/sluice/internal/smtpaddr"
 )
 
 // lookupTimeout bounds one DNS lookup when the caller gave no deadline.
@@ -176,7 +178,9 @@ func LocalPart(addr string) string {
 	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
 		addr = addr[:i]
 	}
-	return strings.ToLower(addr)
+	// The relay keeps a local part that needs quotes quoted on the wire
+	// ("john smith"@example.com); rules compare the mailbox name.
+	return strings.ToLower(smtpaddr.Unquote(addr))
 }
 
 // Domain returns the part of an address after the last '@', lower case,

@@ -118,7 +118,9 @@ func TestAddressParts(t *testing.T) {
 		{"Alice@Example.COM", "alice", "example.com"},
 		{"<root@localhost>", "root", "localhost"},
 		{"user@sub.example.org.", "user", "sub.example.org"},
-		{"\"a@b\"@example.net", "\"a@b\"", "example.net"},
+		{"\"a@b\"@example.net", "a@b", "example.net"},
+		{"\"John Smith\"@example.net", "john smith", "example.net"},
+		{"\"a\\\"b\"@example.net", "a\"b", "example.net"},
 		{"postmaster", "postmaster", ""},
 		{"", "", ""},
 	}

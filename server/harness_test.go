@@ -45,7 +45,7 @@ type sinkMsg struct {
 	Data  []byte
 }
 
-func newSink(t *testing.T) *sink {
+func newSink(t testing.TB) *sink {
 	t.Helper()
 	k := &sink{got: make(chan struct{}, 1)}
 	k.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &sinkSession{k: k}, nil }))
@@ -174,7 +174,7 @@ var testHash = func() string {
 
 // testConfig is a relay on 127.0.0.1 with one listener per mode, delivery
 // to the sink through it as a smarthost, and two accounts.
-func testConfig(t *testing.T, k *sink) *Config {
+func testConfig(t testing.TB, k *sink) *Config {
 	dir := t.TempDir()
 	c := &Config{
 		Hostname: "relay.test",
@@ -219,12 +219,12 @@ rules:
   - tagme: 'subject contains "[tag]" => +5'
 `
 
-func startRelay(t *testing.T, cfg *Config, rules string) *relay {
+func startRelay(t testing.TB, cfg *Config, rules string) *relay {
 	t.Helper()
 	return startRelayWith(t, cfg, rules, Options{})
 }
 
-func startRelayWith(t *testing.T, cfg *Config, rules string, opts Options) *relay {
+func startRelayWith(t testing.TB, cfg *Config, rules string, opts Options) *relay {
 	t.Helper()
 	if err := os.MkdirAll(cfg.RulesDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -236,7 +236,10 @@ func startRelayWith(t *testing.T, cfg *Config, rules string, opts Options) *rela
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(testWriter{t}, nil))
-	opts.Log, opts.Resolver = log, noPTR{}
+	if opts.Log == nil {
+		opts.Log = log
+	}
+	opts.Resolver = noPTR{}
 	srv, err := New(cfg, "", opts)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +262,7 @@ func startRelayWith(t *testing.T, cfg *Config, rules string, opts Options) *rela
 	return r
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
