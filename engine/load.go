@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/internal/yamlnode"
 )
 
 // Phase is re-exported so callers of the engine need not import builtins for it.
@@ -364,7 +365,7 @@ func (l *loader) loadDoc(s *source, doc *yaml.Node, docEnd int, n *int) {
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return // an empty document (everything commented out)
 	}
-	root := resolve(doc.Content[0])
+	root := yamlnode.Resolve(doc.Content[0])
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		return
 	}
@@ -372,12 +373,12 @@ func (l *loader) loadDoc(s *source, doc *yaml.Node, docEnd int, n *int) {
 		l.problems = append(l.problems, s.atNode(root, "a rules file is a mapping with any of the keys thresholds, lists, rules"))
 		return
 	}
-	ps := pairs(root)
+	ps := yamlnode.Pairs(root)
 	for i, p := range ps {
-		k, v := p.k, p.v
+		k, v := p.K, p.V
 		end := docEnd
-		if i+1 < len(ps) && ps[i+1].k.Line > k.Line {
-			end = ps[i+1].k.Line - 1
+		if i+1 < len(ps) && ps[i+1].K.Line > k.Line {
+			end = ps[i+1].K.Line - 1
 		}
 		switch k.Value {
 		case "thresholds":
@@ -402,7 +403,7 @@ func (l *loader) loadDoc(s *source, doc *yaml.Node, docEnd int, n *int) {
 // times; what overlaps a blanked line is then skipped so no error is
 // reported twice.
 func (l *loader) parseYAML(s *source, src []byte) ([]*yaml.Node, bool) {
-	docs, err := decodeAll(src)
+	docs, err := yamlnode.DecodeAll(src)
 	if err == nil {
 		return docs, true
 	}
@@ -416,7 +417,7 @@ func (l *loader) parseYAML(s *source, src []byte) ([]*yaml.Node, bool) {
 		l.problems = append(l.problems, p)
 		s.blanked[p.Line] = true
 		lines[p.Line-1] = ""
-		if docs, err = decodeAll([]byte(strings.Join(lines, "\n"))); err == nil {
+		if docs, err = yamlnode.DecodeAll([]byte(strings.Join(lines, "\n"))); err == nil {
 			return docs, true
 		}
 	}
@@ -429,14 +430,14 @@ func (l *loader) loadThresholds(s *source, k, v *yaml.Node) {
 		return
 	}
 	l.thrWhere = fmt.Sprintf("%s:%d:%d", s.name, k.Line, k.Column)
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.MappingNode {
 		l.problems = append(l.problems, s.atNode(v, "thresholds is a mapping, e.g. {reject: 13, hold: 8, tag: 5}"))
 		return
 	}
 	keys := []string{"reject", "hold", "tag"}
-	for _, p := range pairs(v) {
-		tk, tv := p.k, p.v
+	for _, p := range yamlnode.Pairs(v) {
+		tk, tv := p.K, p.V
 		var dst **float64
 		switch tk.Value {
 		case "reject":
@@ -469,13 +470,13 @@ func (l *loader) loadThresholds(s *source, k, v *yaml.Node) {
 }
 
 func (l *loader) loadLists(s *source, v *yaml.Node) {
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	if v.Kind != yaml.MappingNode {
 		l.problems = append(l.problems, s.atNode(v, "lists is a mapping of list names to lists of values"))
 		return
 	}
-	for _, p := range pairs(v) {
-		nk, nv := p.k, p.v
+	for _, p := range yamlnode.Pairs(v) {
+		nk, nv := p.K, p.V
 		name := nk.Value
 		if prev, ok := l.lists[name]; ok {
 			l.problems = append(l.problems, s.atNode(nk, fmt.Sprintf("list %q is already defined at %s", name, prev.where)))
@@ -508,8 +509,8 @@ func (l *loader) loadLists(s *source, v *yaml.Node) {
 func listEntries(n *yaml.Node, depth int) []*yaml.Node {
 	var out []*yaml.Node
 	for _, e := range n.Content {
-		e = resolve(e)
-		if e.Kind == yaml.SequenceNode && depth < maxAliasDepth {
+		e = yamlnode.Resolve(e)
+		if e.Kind == yaml.SequenceNode && depth < yamlnode.MaxDepth {
 			out = append(out, listEntries(e, depth+1)...)
 			continue
 		}
@@ -523,7 +524,7 @@ var ruleKeys = []string{"name", "when", "then", "description", "mode"}
 // loadRules reads a rules sequence; n counts the file's rules so far, for
 // derived names.
 func (l *loader) loadRules(s *source, v *yaml.Node, end int, n *int) {
-	v = resolve(v)
+	v = yamlnode.Resolve(v)
 	if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
 		l.declaredEmpty = true
 	}
@@ -545,13 +546,13 @@ func (l *loader) loadRules(s *source, v *yaml.Node, end int, n *int) {
 		if s.overlapsBlanked(item.Line, last) {
 			continue
 		}
-		item = resolve(item)
+		item = yamlnode.Resolve(item)
 		switch item.Kind {
 		case yaml.ScalarNode:
 			l.oneLiner(s, derived, nil, item)
 		case yaml.MappingNode:
-			if ps := pairs(item); len(ps) == 1 && !isRuleKey(ps[0].k.Value) {
-				k, val := ps[0].k, ps[0].v
+			if ps := yamlnode.Pairs(item); len(ps) == 1 && !isRuleKey(ps[0].K.Value) {
+				k, val := ps[0].K, ps[0].V
 				if strings.Contains(k.Value, "=>") {
 					l.problems = append(l.problems, s.atNode(k, "YAML read this rule as a mapping because it holds \": \"; quote the whole rule, as in\n    "+quotedForm(s.line(k.Line))))
 					continue
@@ -648,8 +649,8 @@ func (l *loader) fullForm(s *source, derived string, item *yaml.Node) {
 	r := &Rule{Name: derived, File: s.name, Line: item.Line, Col: item.Column}
 	var when, then *yaml.Node
 	bad := false
-	for _, p := range pairs(item) {
-		k, v := p.k, p.v
+	for _, p := range yamlnode.Pairs(item) {
+		k, v := p.K, p.V
 		if v.Kind != yaml.ScalarNode {
 			l.problems = append(l.problems, s.atNode(v, fmt.Sprintf("%s: want a single value", k.Value)))
 			bad = true

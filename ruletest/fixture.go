@@ -23,6 +23,7 @@ import (
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/internal/yamlnode"
 )
 
 // Case is one fixture case.
@@ -138,8 +139,8 @@ var (
 // unknownKeys returns "line N: unknown key K" for each key of n (merged
 // keys included) that no field of t, or of the types inside it, takes.
 func unknownKeys(n *yaml.Node, t reflect.Type, depth int) []string {
-	n = resolve(n)
-	if n == nil || depth > maxAliasDepth {
+	n = yamlnode.Resolve(n)
+	if n == nil || depth > yamlnode.MaxDepth {
 		return nil
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) || t.Implements(unmarshalerType) {
@@ -168,13 +169,13 @@ func unknownKeys(n *yaml.Node, t reflect.Type, depth int) []string {
 			fields[name] = f.Type
 			names = append(names, name)
 		}
-		for _, p := range pairs(n, 0) {
-			ft, ok := fields[p.k.Value]
+		for _, p := range yamlnode.Pairs(n) {
+			ft, ok := fields[p.K.Value]
 			if !ok {
-				out = append(out, fmt.Sprintf("line %d: unknown key %s%s", p.k.Line, p.k.Value, engine.DidYouMean(p.k.Value, names)))
+				out = append(out, fmt.Sprintf("line %d: unknown key %s%s", p.K.Line, p.K.Value, engine.DidYouMean(p.K.Value, names)))
 				continue
 			}
-			out = append(out, unknownKeys(p.v, ft, depth+1)...)
+			out = append(out, unknownKeys(p.V, ft, depth+1)...)
 		}
 	case reflect.Slice, reflect.Array:
 		if n.Kind == yaml.SequenceNode {
@@ -184,60 +185,9 @@ func unknownKeys(n *yaml.Node, t reflect.Type, depth int) []string {
 		}
 	case reflect.Map:
 		if n.Kind == yaml.MappingNode {
-			for _, p := range pairs(n, 0) {
-				out = append(out, unknownKeys(p.v, t.Elem(), depth+1)...)
+			for _, p := range yamlnode.Pairs(n) {
+				out = append(out, unknownKeys(p.V, t.Elem(), depth+1)...)
 			}
-		}
-	}
-	return out
-}
-
-// maxAliasDepth bounds alias and merge chains and nesting, which YAML lets
-// loop.
-const maxAliasDepth = 32
-
-// resolve follows an alias (*name) to the node its anchor (&name) marks.
-func resolve(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && i < maxAliasDepth; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-type pair struct{ k, v *yaml.Node }
-
-// pairs returns the entries of mapping n with merge keys expanded: a key
-// written in the mapping wins over a merged one, of merged mappings the
-// first wins (YAML's merge type, as the decoder applies it).
-func pairs(n *yaml.Node, depth int) []pair {
-	n = resolve(n)
-	if n == nil || n.Kind != yaml.MappingNode || depth > maxAliasDepth {
-		return nil
-	}
-	var own, merged []pair
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], resolve(n.Content[i+1])
-		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
-			srcs := []*yaml.Node{v}
-			if v.Kind == yaml.SequenceNode {
-				srcs = v.Content
-			}
-			for _, m := range srcs {
-				merged = append(merged, pairs(m, depth+1)...)
-			}
-			continue
-		}
-		own = append(own, pair{k, v})
-	}
-	seen := map[string]bool{}
-	out := own
-	for _, p := range own {
-		seen[p.k.Value] = true
-	}
-	for _, p := range merged {
-		if !seen[p.k.Value] {
-			seen[p.k.Value] = true
-			out = append(out, p)
 		}
 	}
 	return out
@@ -339,7 +289,7 @@ func LoadFile(path string) ([]*Case, []error) {
 	var errs []error
 	idx := 0
 	for _, d := range docs {
-		root := resolve(d.Content[0])
+		root := yamlnode.Resolve(d.Content[0])
 		var rf struct {
 			Cases yaml.Node `yaml:"cases"`
 		}
@@ -349,13 +299,13 @@ func LoadFile(path string) ([]*Case, []error) {
 			if root.Kind != yaml.MappingNode {
 				continue
 			}
-			for _, p := range pairs(root, 0) {
-				if p.k.Value == "cases" {
-					rf.Cases = *p.v
+			for _, p := range yamlnode.Pairs(root) {
+				if p.K.Value == "cases" {
+					rf.Cases = *p.V
 				}
 			}
 		}
-		list := resolve(&rf.Cases)
+		list := yamlnode.Resolve(&rf.Cases)
 		if list.Kind == 0 || (list.Kind == yaml.ScalarNode && list.Tag == "!!null") {
 			continue
 		}
