@@ -1,12 +1,12 @@
 package server
 
 import (
-	"io/fs"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicemail/sluice/store/storetest"
 )
 
 // TestStateIsPrivate runs a relay under the usual umask 022 and checks that
@@ -43,25 +43,5 @@ func TestStateIsPrivate(t *testing.T) {
 	if held, _ := r.srv.Spool().List(AreaHold); len(held) != 1 {
 		t.Fatalf("held: %v, want one message", held)
 	}
-	var n int
-	err := filepath.WalkDir(cfg.StateDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		n++
-		if fi.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s is mode %#o: other users can read it", p, fi.Mode().Perm())
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n < 10 {
-		t.Errorf("only %d entries under the state directory", n)
-	}
+	storetest.AssertPrivate(t, cfg.StateDir, 10)
 }

@@ -3,13 +3,14 @@ package store
 import (
 	"context"
 	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicemail/sluice/store/storetest"
 )
 
 // withUmask runs the test under a umask that makes files group and world
@@ -17,33 +18,6 @@ import (
 func withUmask(t *testing.T, mask int) {
 	old := syscall.Umask(mask)
 	t.Cleanup(func() { syscall.Umask(old) })
-}
-
-// assertPrivate fails for every file or directory under root that a group
-// or other user could read, write or enter.
-func assertPrivate(t *testing.T, root string) {
-	t.Helper()
-	n := 0
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		n++
-		if fi.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s is mode %#o: other users can read it", p, fi.Mode().Perm())
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n < 3 {
-		t.Fatalf("only %d entries under %s: the test saw nothing", n, root)
-	}
 }
 
 func TestEmbeddedIsPrivate(t *testing.T) {
@@ -69,7 +43,7 @@ func TestEmbeddedIsPrivate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	assertPrivate(t, state)
+	storetest.AssertPrivate(t, state, 3)
 }
 
 func TestEmbeddedNarrowsAnOpenDir(t *testing.T) {
