@@ -16,12 +16,25 @@ import (
 // SERVFAIL for the names in servfail, until the test ends.
 func Serve(t testing.TB, zone map[string][]dns.RR, servfail map[string]bool) *net.Resolver {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := dns.NewServeMux()
-	mux.HandleFunc(".", func(w dns.ResponseWriter, req *dns.Msg) {
+	r, _ := ServeAddr(t, zone, servfail)
+	return r
+}
+
+// ServeAddr is Serve that also gives the server's "127.0.0.1:port", for
+// resolvers that take a server address; it answers over UDP and TCP.
+func ServeAddr(t testing.TB, zone map[string][]dns.RR, servfail map[string]bool) (*net.Resolver, string) {
+	t.Helper()
+	addr := ServeFunc(t, Answer(zone, servfail))
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}, addr
+}
+
+// Answer is the handler Serve runs, for tests that wrap it (to count
+// queries, or to truncate answers).
+func Answer(zone map[string][]dns.RR, servfail map[string]bool) dns.HandlerFunc {
+	return func(w dns.ResponseWriter, req *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(req)
 		m.Authoritative, m.RecursionAvailable = true, true
@@ -46,15 +59,56 @@ func Serve(t testing.TB, zone map[string][]dns.RR, servfail map[string]bool) *ne
 				Ns: "ns.test.", Mbox: "hostmaster.test.", Serial: 1, Refresh: 60, Retry: 60, Expire: 60, Minttl: 60})
 		}
 		w.WriteMsg(m)
-	})
-	srv := &dns.Server{PacketConn: pc, Handler: mux}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-	addr := pc.LocalAddr().String()
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", addr)
-	}}
+	}
+}
+
+// ServeFunc runs h on 127.0.0.1, UDP and TCP on one port, until the test
+// ends, and returns the address.
+func ServeFunc(t testing.TB, h dns.HandlerFunc) string {
+	t.Helper()
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ; try++ {
+		var err error
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
+		pc.Close()
+		if try == 10 { // the port is taken for TCP: take another
+			t.Fatal(err)
+		}
+	}
+	udp := &dns.Server{PacketConn: pc, Handler: h}
+	tcp := &dns.Server{Listener: ln, Handler: h}
+	go udp.ActivateAndServe()
+	go tcp.ActivateAndServe()
+	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+// Silent returns the address of a UDP socket on 127.0.0.1 that reads
+// queries and never answers: a DNS server that times out.
+func Silent(t testing.TB) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close() })
+	return pc.LocalAddr().String()
 }
 
 // RR parses one record in zone-file syntax.
