@@ -15,10 +15,12 @@ build:
 test: deps fmt-check vet unit fixtures
 
 # deps: what the end-to-end tests need from Debian: swaks (a real SMTP
-# client) and redis-server (the shared store; the tests start their own).
-DEB_DEPS := swaks:swaks redis-server:redis-server
+# client), redis-server (the shared store; the tests start their own) and
+# python3-spf (pyspf, the SPF implementation mailauth's results must agree
+# with). Each entry is what-to-test:package, the test a command or a file.
+DEB_DEPS := swaks:swaks redis-server:redis-server /usr/lib/python3/dist-packages/spf.py:python3-spf
 deps:
-	@missing=""; for d in $(DEB_DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
+	@missing=""; for d in $(DEB_DEPS); do t=$${d%%:*}; command -v $$t >/dev/null 2>&1 || [ -e "$$t" ] || missing="$$missing $${d#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
