@@ -72,8 +72,8 @@ type Input struct {
 	// spf_authorizes_relay.
 	OutboundIPs []netip.Addr
 	Lists       ListSource
-	Counters Counters
-	Limits   Limits
+	Counters    Counters
+	Limits      Limits
 
 	// Session is the caller's own state for this connection (the relay's
 	// session, for the facts it computes); the engine never reads it.

@@ -63,12 +63,12 @@ type Config struct {
 	// derived
 	outboundIPs []netip.Addr
 	signer      *mailauth.Signer
-	authCache authCache
-	pw        passwordWork
-	relayNets []netip.Prefix
-	users     map[string]*User
-	path      string
-	checksum  []byte
+	authCache   authCache
+	pw          passwordWork
+	relayNets   []netip.Prefix
+	users       map[string]*User
+	path        string
+	checksum    []byte
 	// base is the directory of the config file: relative paths in the
 	// file (and the defaults derived from them) are relative to it, so a
 	// command run from anywhere acts on the same state as the relay.
