@@ -80,17 +80,6 @@ func coreFacts() []Fact {
 		{Name: "phishing_links", Type: Int, Phase: Data, Doc: "links whose visible text names another registered domain than the href",
 			Compute: func(m *Message) (any, error) { return m.Body().PhishingLinks, nil }},
 
-		// Declared here so rules using them compile and fixtures can set
-		// them; the relay plugs in the real computation (SetCompute). Until
-		// then they hold the neutral value.
-		{Name: "spf", Type: String, Phase: Mail, Doc: "SPF result: pass, fail, softfail, neutral, none, temperror, permerror",
-			Compute: constant("none")},
-		{Name: "dkim", Type: String, Phase: Data, Doc: "DKIM result of the best signature: pass, fail, none, temperror",
-			Compute: constant("none")},
-		{Name: "dmarc", Type: String, Phase: Data, Doc: "DMARC result: pass, fail, none, temperror",
-			Compute: constant("none")},
-		{Name: "arc", Type: String, Phase: Data, Doc: "ARC chain validation: pass, fail, none",
-			Compute: constant("none")},
 		{Name: "hourly_sent", Type: Int, Phase: Mail, Doc: "messages relayed for this SMTP user (or client IP) in the last 60 minutes, sliding",
 			Compute: constant(0)},
 		{Name: "hourly_attempts", Type: Int, Phase: Mail, Doc: "messages tried (MAIL FROM) by this SMTP user (or client IP) in the last 60 minutes, refused ones included, sliding",

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"time"
+
+	"github.com/sluicemail/sluice/mailauth"
 )
 
 // Resolver looks up PTR names; *net.Resolver satisfies it.
@@ -58,9 +61,19 @@ type Input struct {
 	Overrides map[string]any
 
 	Resolver Resolver
-	Lists    ListSource
-	Counters Counters
-	Limits   Limits
+	// DNS answers the authentication checks (SPF, DKIM, DMARC, ARC,
+	// DNSBL, FCrDNS); nil is DNS in which no name exists (NXDOMAIN), so a
+	// check never reaches the network unless given a resolver.
+	DNS mailauth.Resolver
+	// Outbound: the message is relayed for an authenticated user or a
+	// relay_networks client; false for mail from outside (inbound).
+	Outbound bool
+	// OutboundIPs are the relay's own sending addresses, for
+	// spf_authorizes_relay.
+	OutboundIPs []netip.Addr
+	Lists       ListSource
+	Counters    Counters
+	Limits      Limits
 
 	// Session is the caller's own state for this connection (the relay's
 	// session, for the facts it computes); the engine never reads it.
@@ -88,6 +101,8 @@ type Message struct {
 	state []uint8
 	errs  []error // per fact, when stateFailed
 	err   error
+
+	auth authState
 
 	hdr      *Header
 	hdrErr   error
@@ -122,6 +137,7 @@ func (m *Message) Reset(ctx context.Context, in *Input, static StaticLists) {
 	clear(m.errs)
 	m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
 	m.body, m.bodyDone = nil, false
+	m.auth = authState{}
 }
 
 // Invalidate forgets every fact of phase p or later, for when the session
@@ -136,6 +152,7 @@ func (m *Message) Invalidate(p Phase) {
 		m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
 		m.body, m.bodyDone = nil, false
 	}
+	m.auth.invalidate(p)
 	m.err = nil
 }
 

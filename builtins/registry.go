@@ -196,12 +196,12 @@ type Registry struct {
 // NewRegistry returns a registry holding the core facts and functions.
 func NewRegistry() *Registry {
 	r := &Registry{byName: map[string]*Fact{}, funcs: map[string]*Func{}}
-	for _, f := range coreFacts() {
+	for _, f := range append(coreFacts(), authFacts()...) {
 		if err := r.Register(f); err != nil {
 			panic(err) // the core table is static; a clash is a programming error caught by tests
 		}
 	}
-	for _, f := range coreFuncs() {
+	for _, f := range append(coreFuncs(), authFuncs()...) {
 		if err := r.RegisterFunc(f); err != nil {
 			panic(err)
 		}

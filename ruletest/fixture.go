@@ -24,6 +24,7 @@ import (
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/internal/yamlnode"
+	"github.com/sluicemail/sluice/mailauth"
 )
 
 // Case is one fixture case.
@@ -57,6 +58,29 @@ type Context struct {
 	// Counts are what count(counter, key, window) answers, by
 	// "counter:key" whatever the window, e.g. {"rcpt_domain:gmail.com": 120}.
 	Counts map[string]int `yaml:"counts"`
+	// DNS is the DNS the checks see (SPF, DKIM, DMARC, ARC, DNSBL,
+	// FCrDNS): "NAME TYPE" -> records, or SERVFAIL / TIMEOUT; every other
+	// name is NXDOMAIN, and nothing leaves the process (SPEC 6).
+	DNS map[string]DNSValues `yaml:"dns"`
+	// Outbound is the outbound fact; default: true when smtp_user is given.
+	Outbound *bool `yaml:"outbound"`
+}
+
+// DNSValues are the records of one name and type: a list, or one string.
+type DNSValues []string
+
+// UnmarshalYAML takes a single string as a list of one.
+func (d *DNSValues) UnmarshalYAML(n *yaml.Node) error {
+	if n = yamlnode.Resolve(n); n.Kind == yaml.ScalarNode {
+		*d = DNSValues{n.Value}
+		return nil
+	}
+	var l []string
+	if err := n.Decode(&l); err != nil {
+		return err
+	}
+	*d = l
+	return nil
 }
 
 // Expect is what must hold of the verdict; every key is optional.
@@ -363,6 +387,17 @@ func (ctx *Context) Input(reg *builtins.Registry, raw []byte) (*builtins.Input, 
 	}
 	if in.ClientIP == "" {
 		in.ClientIP = "127.0.0.1"
+	}
+	in.Outbound = in.Authenticated
+	if ctx.Outbound != nil {
+		in.Outbound = *ctx.Outbound
+	}
+	if ctx.DNS != nil {
+		recs := make(map[string][]string, len(ctx.DNS))
+		for k, v := range ctx.DNS {
+			recs[k] = v
+		}
+		in.DNS = mailauth.NewStaticResolver(recs)
 	}
 	if ctx.RDNS != nil {
 		in.RDNS, in.RDNSKnown = *ctx.RDNS, true

@@ -19,6 +19,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sluicemail/sluice/mailauth"
 )
 
 // Config is the relay's configuration file. Every field has a default, so
@@ -50,18 +52,40 @@ type Config struct {
 	// Unsubscribe is the RFC 8058 one-click unsubscribe endpoint.
 	Unsubscribe UnsubscribeConfig `yaml:"unsubscribe"`
 	Accounts    []Account         `yaml:"accounts"`
+	// DNS is the resolver of the authentication checks (SPEC 6).
+	DNS DNSConfig `yaml:"dns"`
+	// OutboundIPs are the addresses the relay sends from, for
+	// spf_authorizes_relay.
+	OutboundIPs []string `yaml:"outbound_ips"`
+	// DKIMSign are the keys outbound mail is signed with, by From domain.
+	DKIMSign []DKIMSignConfig `yaml:"dkim_sign"`
 
 	// derived
-	authCache authCache
-	pw        passwordWork
-	relayNets []netip.Prefix
-	users     map[string]*User
-	path      string
-	checksum  []byte
+	outboundIPs []netip.Addr
+	signer      *mailauth.Signer
+	authCache   authCache
+	pw          passwordWork
+	relayNets   []netip.Prefix
+	users       map[string]*User
+	path        string
+	checksum    []byte
 	// base is the directory of the config file: relative paths in the
 	// file (and the defaults derived from them) are relative to it, so a
 	// command run from anywhere acts on the same state as the relay.
 	base string
+}
+
+// DNSConfig is the resolver for checks.
+type DNSConfig struct {
+	Servers []string `yaml:"servers"` // host:port; default: the system's (/etc/resolv.conf)
+	Timeout Duration `yaml:"timeout"` // per lookup, default 2s
+}
+
+// DKIMSignConfig is one signing key.
+type DKIMSignConfig struct {
+	Domain   string `yaml:"domain"`
+	Selector string `yaml:"selector"`
+	Key      string `yaml:"key"` // PEM file: RSA (>= 1024 bits) or Ed25519
 }
 
 // Listener is one listening socket.
@@ -257,6 +281,9 @@ func (c *Config) finish() error {
 	}
 	if c.StateDir == "" {
 		c.StateDir = "sluice-state"
+	}
+	if err := c.finishAuth(); err != nil {
+		return err
 	}
 	if c.RulesDir == "" {
 		c.RulesDir = "rules.d"

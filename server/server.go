@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/mailauth"
 	"github.com/sluicemail/sluice/store"
 )
 
@@ -35,6 +36,9 @@ type Options struct {
 	Now func() time.Time
 	// NoSync turns off fsync in the spool: benchmarks only.
 	NoSync bool
+	// DNS answers the authentication checks (default: a resolver on the
+	// config's dns.servers). Tests point it at a DNS server on 127.0.0.1.
+	DNS mailauth.Resolver
 }
 
 // Server is the relay: listeners, sessions, the spool and delivery.
@@ -54,6 +58,7 @@ type Server struct {
 	// started (nil when off).
 	UnsubscribeAddr net.Addr
 	throttle        atomic.Pointer[authThrottle]
+	dns             mailauth.Resolver
 	delivery        *deliverer
 
 	mu       sync.Mutex
@@ -84,6 +89,9 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.store = st
+	if s.dns, err = newDNS(cfg, opts); err != nil {
+		return nil, err
+	}
 	s.plugFacts()
 	rules, err := engine.NewReloader(cfg.RulesDir, s.reg, engine.Options{IDs: s.ids}, s.log, func(rs *engine.RuleSet) {
 		s.log.Info("rules reloaded", "dir", cfg.RulesDir, "rules", len(rs.Rules()), "checksum", rs.Checksum())

@@ -48,7 +48,7 @@ type connInfo struct {
 
 func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 	ci := &connInfo{s: s, ip: ip, mode: mode}
-	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, Lists: storeLists{s: s, ci: ci}, Counters: ci, Session: ci}
+	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, DNS: s.dns, Lists: storeLists{s: s, ci: ci}, Counters: ci, Session: ci}
 	if ci.in.Resolver == nil {
 		ci.in.Resolver = defaultResolver{}
 	}
@@ -342,6 +342,8 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return ss.refuse(&smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: replyText(fmt.Sprintf("Message too big: the limit is %d bytes", cfg.Limits.MaxMessageBytes), id)})
 	}
 	ss.ci.in.TLS = ss.tlsOn()
+	ss.ci.in.Outbound = ss.user != nil || cfg.mayRelayFrom(ss.ci.ip)
+	ss.ci.in.OutboundIPs = cfg.outboundIPs
 	clear(ss.ci.pending)
 	r := ss.ci.txn.Mail(from)
 	ss.ci.flush()
@@ -529,22 +531,7 @@ func (s *Server) stamp(ss *session, v *engine.Verdict, raw []byte) []byte {
 		fmt.Fprintf(&h, "\r\n\tfor <%s>", sanitize(ss.rcpts[0]))
 	}
 	fmt.Fprintf(&h, "; %s\r\n", s.opts.Now().Format(time.RFC1123Z))
-	results := []string{}
-	if in.Authenticated {
-		results = append(results, "auth=pass smtp.auth="+sanitize(in.SMTPUser))
-	}
-	if m := ss.ci.txn.Message(); m != nil {
-		for _, name := range []string{"spf", "dkim", "dmarc", "arc"} {
-			if f, ok := s.reg.Fact(name); ok && m.Known(f) {
-				if r, _ := m.Value(f).(string); r != "" && r != "none" {
-					results = append(results, name+"="+r)
-				}
-			}
-		}
-	}
-	if len(results) == 0 {
-		results = append(results, "none")
-	}
+	results := authResults(in, ss.ci.txn.Message())
 	fmt.Fprintf(&h, "Authentication-Results: %s; %s\r\n", cfg.Hostname, strings.Join(results, ";\r\n\t"))
 	if cfg.Unsubscribe.Stamp && len(ss.rcpts) == 1 && ss.from != "" {
 		if !ss.ci.txn.Message().Header().Has("List-Unsubscribe") { // parsed once, for the rules
@@ -570,9 +557,10 @@ func (s *Server) stamp(ss *session, v *engine.Verdict, raw []byte) []byte {
 		score := strconv.FormatFloat(v.Score, 'f', -1, 64)
 		fmt.Fprintf(&h, "X-Spam-Flag: YES\r\nX-Spam-Score: %s\r\nX-Spam-Status: Yes, score=%s%s rules=%s id=%s\r\n", score, score, tag, strings.Join(rules, ","), v.ID)
 	}
-	out := make([]byte, 0, h.Len()+len(raw))
+	out := make([]byte, 0, h.Len()+len(raw)+600)
 	out = append(out, h.Bytes()...)
-	return append(out, raw...)
+	out = append(out, raw...)
+	return s.sign(cfg, ss, out, v.ID)
 }
 
 // sanitize keeps client-supplied text from breaking a header.
