@@ -15,8 +15,10 @@ build:
 test: deps fmt-check vet unit fixtures
 
 # deps: what the end-to-end tests need from Debian: swaks (a real SMTP
-# client) and redis-server (the shared store; the tests start their own).
-DEB_DEPS := swaks:swaks redis-server:redis-server
+# client), redis-server (the shared store; the tests start their own) and
+# python3-dkim (an ARC sealer and verifier that is not ours, for mailauth's
+# interop tests; its arcsign command is how we see it is there).
+DEB_DEPS := swaks:swaks redis-server:redis-server arcsign:python3-dkim
 deps:
 	@missing=""; for d in $(DEB_DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -n "$$missing" ]; then \
