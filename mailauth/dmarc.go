@@ -15,8 +15,10 @@ type DMARCResult struct {
 	Policy string // none, quarantine, reject; "" without a record
 	Domain string // the From domain
 	Detail string
-	// RecordDomain is where the record was found: the From domain, or its
-	// organizational domain when the From domain publishes none.
+	// RecordDomain is where the record was found (or the lookup failed, or
+	// several records made DMARC not apply): the From domain, or its
+	// organizational domain when the From domain publishes none; "" when
+	// neither has a record.
 	RecordDomain string
 }
 
