@@ -17,9 +17,11 @@ test: deps fmt-check vet unit fixtures
 # deps: what the end-to-end tests need from Debian: swaks (a real SMTP
 # client), redis-server (the shared store; the tests start their own) and
 # python3-spf (pyspf, the SPF implementation mailauth's results must agree
-# with, over dnspython, which it only prefers). Each entry is
-# what-to-test:package, the test a command or a file.
-DEB_DEPS := swaks:swaks redis-server:redis-server /usr/lib/python3/dist-packages/spf.py:python3-spf /usr/lib/python3/dist-packages/dns/resolver.py:python3-dnspython
+# with, over dnspython, which it only prefers) and python3-dkim (a DKIM and
+# ARC signer and verifier that is not ours; its arcsign command is how we
+# see it is there). Each entry is what-to-test:package, the test a command
+# or a file.
+DEB_DEPS := swaks:swaks redis-server:redis-server /usr/lib/python3/dist-packages/spf.py:python3-spf /usr/lib/python3/dist-packages/dns/resolver.py:python3-dnspython arcsign:python3-dkim
 deps:
 	@missing=""; for d in $(DEB_DEPS); do t=$${d%%:*}; command -v $$t >/dev/null 2>&1 || [ -e "$$t" ] || missing="$$missing $${d#*:}"; done; \
 	if [ -n "$$missing" ]; then \
