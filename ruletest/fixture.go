@@ -93,6 +93,10 @@ type Expect struct {
 	Rules      []string                   `yaml:"rules"`
 	NotRules   []string                   `yaml:"not_rules"`
 	Recipients map[string]RecipientExpect `yaml:"recipients"`
+	// Facts are values facts must have for the message, as the checks
+	// compute them (e.g. {spf: pass, dkim_domains: [shop.example]}): what
+	// a case with context.dns shows of SPF, DKIM, DMARC and ARC.
+	Facts map[string]any `yaml:"facts"`
 }
 
 // RecipientExpect is what must hold for one recipient.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ func Run(ctx context.Context, rs *engine.RuleSet, c *Case) *Result {
 	res.Verdict = rs.Replay(ctx, in, env)
 	expect, unknown := knownRules(&c.Expect, rs)
 	res.Failures = append(unknown, Check(&expect, res.Verdict)...)
+	res.Failures = append(res.Failures, checkFacts(ctx, rs, c, env)...)
 	// An error in a rule's expression is a bug in the rule (SPEC 6): the
 	// case fails even when the verdict happens to be the expected one.
 	for _, re := range res.Verdict.RuleErrors {
@@ -40,6 +42,46 @@ func Run(ctx context.Context, rs *engine.RuleSet, c *Case) *Result {
 	}
 	res.Duration = time.Since(start)
 	return res
+}
+
+// checkFacts compares expect.facts with the facts as computed for the
+// message, on a fresh evaluation of the same input (facts are computed once
+// per message, so this sees what the rules saw).
+func checkFacts(ctx context.Context, rs *engine.RuleSet, c *Case, env engine.Envelope) []string {
+	if len(c.Expect.Facts) == 0 {
+		return nil
+	}
+	reg := rs.Registry()
+	in, _, err := c.Context.Input(reg, c.Message)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	in.Helo, in.MailFrom, in.Rcpts, in.Raw = env.Helo, env.MailFrom, env.Rcpts, env.Raw
+	m := reg.NewMessage()
+	m.Reset(ctx, in, nil)
+	var out []string
+	names := make([]string, 0, len(c.Expect.Facts))
+	for n := range c.Expect.Facts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		f, ok := reg.Fact(n)
+		if !ok {
+			out = append(out, fmt.Sprintf("expect.facts: no fact is named %s", n))
+			continue
+		}
+		want, err := f.Type.Convert(c.Expect.Facts[n])
+		if err != nil {
+			out = append(out, fmt.Sprintf("expect.facts.%s: %v", n, err))
+			continue
+		}
+		got := m.Value(f)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			out = append(out, fmt.Sprintf("fact %s: expected %v, got %v", n, want, got))
+		}
+	}
+	return out
 }
 
 // knownRules returns e without the rule names rs does not have, and a
