@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/cockroachdb/pebble/v2 v2.1.7
 	github.com/emersion/go-message v0.18.2
+	github.com/emersion/go-msgauth v0.7.0
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
 	github.com/emersion/go-smtp v0.25.1
 	github.com/expr-lang/expr v1.17.8
@@ -53,3 +54,7 @@ require (
 // go-smtp with one fix (message lines are not held to the command line
 // limit): see third_party/go-smtp/PATCHES.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp
+
+// go-msgauth with DKIM l= verified instead of always failed: see
+// third_party/go-msgauth/PATCHES.md.
+replace github.com/emersion/go-msgauth => ./third_party/go-msgauth

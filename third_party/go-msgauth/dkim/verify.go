@@ -79,6 +79,16 @@ type Verification struct {
 	// The expiration time. If the signature doesn't expire, it's set to zero.
 	Expiration time.Time
 
+	// BodyLimited is true when the signature has an l= tag, and BodyLength
+	// is then its value: the count of canonicalized body octets it covers.
+	// (sluice patch, see PATCHES.md)
+	BodyLimited bool
+	BodyLength  int64
+	// UnsignedBody is true when the signature has l= and the canonicalized
+	// body goes on past it: content anyone may have appended (RFC 6376 8.2).
+	// (sluice patch)
+	UnsignedBody bool
+
 	// Err is nil if the signature is valid.
 	Err error
 }
@@ -349,11 +359,18 @@ func verify(h header, r io.Reader, sigField, sigValue string, options *VerifyOpt
 		return verif, permFailError("unsupported body canonicalization algorithm")
 	}
 
-	// The body length "l" parameter is insecure, because it allows parts of
-	// the message body to not be signed. Reject messages which have it set.
-	if _, ok := params["l"]; ok {
-		// TODO: technically should be policyError
-		return verif, failError("message contains an insecure body length tag")
+	// sluice patch: RFC 6376 3.5, the body hash of a signature with l=
+	// covers the first l octets of the canonicalized body. Upstream fails
+	// every such signature; here it verifies, and UnsignedBody says whether
+	// content follows the signed part, for the caller to judge (8.2).
+	var limiter *bodyLimiter
+	if lstr, ok := params["l"]; ok {
+		n, err := strconv.ParseInt(stripWhitespace(lstr), 10, 64)
+		if err != nil || n < 0 {
+			return verif, permFailError("malformed body length")
+		}
+		verif.BodyLimited, verif.BodyLength = true, n
+		limiter = &bodyLimiter{n: n}
 	}
 
 	// Parse body hash and signature
@@ -368,12 +385,25 @@ func verify(h header, r io.Reader, sigField, sigValue string, options *VerifyOpt
 
 	// Check body hash
 	hasher := hash.New()
-	wc := canonicalizers[bodyCan].CanonicalizeBody(hasher)
+	var bodyHasher io.Writer = hasher
+	if limiter != nil {
+		limiter.w = hasher
+		bodyHasher = limiter
+	}
+	wc := canonicalizers[bodyCan].CanonicalizeBody(bodyHasher)
 	if _, err := io.Copy(wc, r); err != nil {
 		return verif, err
 	}
 	if err := wc.Close(); err != nil {
 		return verif, err
+	}
+	if limiter != nil {
+		// RFC 6376 3.5: l= MUST NOT be larger than the canonicalized body;
+		// the octets it claims to cover are not there.
+		if limiter.n > 0 {
+			return verif, failError("body shorter than its length tag")
+		}
+		verif.UnsignedBody = limiter.past > 0
 	}
 	if subtle.ConstantTimeCompare(hasher.Sum(nil), bodyHashed) != 1 {
 		return verif, failError("body hash did not verify")
@@ -410,6 +440,30 @@ func verify(h header, r io.Reader, sigField, sigValue string, options *VerifyOpt
 	}
 
 	return verif, nil
+}
+
+// bodyLimiter passes the first n octets written to w and counts the rest
+// (sluice patch). Unlike limitedWriter it reports every octet as written, so
+// that io.Copy into it does not stop with io.ErrShortWrite.
+type bodyLimiter struct {
+	w    io.Writer
+	n    int64 // octets still to pass on
+	past int64 // octets past the limit
+}
+
+func (l *bodyLimiter) Write(b []byte) (int, error) {
+	written := len(b)
+	if int64(len(b)) > l.n {
+		l.past += int64(len(b)) - l.n
+		b = b[:l.n]
+	}
+	if len(b) > 0 {
+		if _, err := l.w.Write(b); err != nil {
+			return 0, err
+		}
+		l.n -= int64(len(b))
+	}
+	return written, nil
 }
 
 func parseTagList(s string) []string {
