@@ -16,7 +16,7 @@ test: deps fmt-check vet unit fixtures
 
 # deps: what the end-to-end tests need from Debian: swaks (a real SMTP
 # client) and redis-server (the shared store; the tests start their own).
-DEB_DEPS := swaks:swaks redis-server:redis-server
+DEB_DEPS := swaks:swaks redis-server:redis-server dkimverify:python3-dkim
 deps:
 	@missing=""; for d in $(DEB_DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -n "$$missing" ]; then \

@@ -6,16 +6,16 @@ interoperability tests. Reads a JSON object on stdin:
    "length": false}
       prints the DKIM-Signature field, base64 (KEY: PKCS#1 PEM for RSA, the
       base64 32-octet seed for Ed25519, as dkimpy wants them)
-  {"op": "verify", "msg": B64, "txt": {"NAME": "v=DKIM1; ..."}}
-      prints "pass" or "fail": the first signature, with key records from
-      txt only (no DNS)
+  {"op": "verify", "msgs": [B64, ...], "txt": {"NAME": "v=DKIM1; ..."}}
+      prints "pass" or "fail" for each message, one a line: its first
+      signature, with key records from txt only (no DNS)
 """
 import base64, json, sys
 import dkim
 
 req = json.load(sys.stdin)
-msg = base64.b64decode(req["msg"])
 if req["op"] == "sign":
+    msg = base64.b64decode(req["msg"])
     hc, bc = req.get("canon", "relaxed/relaxed").split("/")
     sig = dkim.sign(msg, req["selector"].encode(), req["domain"].encode(),
                     req["key"].encode(), canonicalize=(hc.encode(), bc.encode()),
@@ -31,6 +31,7 @@ elif req["op"] == "verify":
         v = txt.get(name.rstrip(".").lower())
         return v.encode() if v is not None else None
 
-    print("pass" if dkim.verify(msg, dnsfunc=dnsfunc) else "fail")
+    for m in req["msgs"]:
+        print("pass" if dkim.verify(base64.b64decode(m), dnsfunc=dnsfunc) else "fail")
 else:
     sys.exit("unknown op " + req["op"])
