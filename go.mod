@@ -55,3 +55,7 @@ require (
 // go-smtp with one fix (message lines are not held to the command line
 // limit): see third_party/go-smtp/PATCHES.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp
+
+// go-msgauth with DKIM l= verified instead of always failed: see
+// third_party/go-msgauth/PATCHES.md.
+replace github.com/emersion/go-msgauth => ./third_party/go-msgauth

@@ -73,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTest(rest, stdout, stderr)
 	case "explain":
 		return cmdExplain(rest, stdout, stderr)
+	case "dkim":
+		return cmdDkim(rest, stdout, stderr)
 	case "facts":
 		fmt.Fprint(stdout, builtins.NewRegistry().Doc())
 		return 0
