@@ -373,3 +373,49 @@ func TestContextDefaults(t *testing.T) {
 		t.Error("a string accepted for an int fact")
 	}
 }
+
+// TestContextDNS: the checks and dnsbl() see exactly the DNS a case gives
+// (SERVFAIL and TIMEOUT included), and expect.facts holds them to it.
+func TestContextDNS(t *testing.T) {
+	rs, err := engine.Load([]engine.File{{Name: "r.yaml", Src: []byte(`rules:
+  - listed: '"127.0.0.2" in dnsbl("zen.example.net", client_ip) => +5'
+  - spf-fail: 'spf == "fail" => +1'
+`)}}, builtins.NewRegistry(), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"a.test.yaml": `cases:
+  - name: listed, SPF fail
+    message: "From: a@example.com\nTo: bob@example.org\nSubject: x\n\nhi\n"
+    context:
+      client_ip: 192.0.2.10
+      mail_from: a@example.com
+      dns:
+        "10.2.0.192.zen.example.net A": ["127.0.0.2"]
+        "example.com TXT": "v=spf1 -all"
+    expect: {score: 6, rules: [listed, spf-fail], facts: {spf: fail}}
+  - name: not listed, SPF temperror on a timeout
+    message: "From: a@example.com\nTo: bob@example.org\nSubject: x\n\nhi\n"
+    context:
+      client_ip: 192.0.2.11
+      mail_from: a@example.com
+      dns:
+        "10.2.0.192.zen.example.net A": ["127.0.0.2"]
+        "example.com TXT": TIMEOUT
+    expect: {score: 0, facts: {spf: temperror, dkim: none}}
+  - name: a wrong expectation of a fact fails the case
+    message: "From: a@example.com\n\nhi\n"
+    context: {mail_from: a@example.com}
+    expect: {facts: {spf: pass}}
+`})
+	s, err := RunPaths(context.Background(), rs, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	s.WriteText(&b, false)
+	if s.Passed() != 2 || s.Failed() != 1 || !strings.Contains(b.String(), "fact spf: expected pass, got none") {
+		t.Fatalf("%d passed, %d failed:\n%s", s.Passed(), s.Failed(), b.String())
+	}
+}
