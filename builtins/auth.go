@@ -16,6 +16,9 @@ type authState struct {
 	dmarc  *mailauth.DMARCResult
 	arc    *mailauth.ARCResult
 	fcrdns *bool
+	// pending are the facts the current phase's rules refer to, until
+	// the first check runs (Prefetch).
+	pending []*Fact
 }
 
 func (a *authState) invalidate(p Phase) {
@@ -28,6 +31,7 @@ func (a *authState) invalidate(p Phase) {
 	if p <= Data {
 		a.dkim, a.dmarc, a.arc = nil, nil, nil
 	}
+	a.pending = nil
 }
 
 // dns is the resolver the checks use: the input's, else DNS in which no
@@ -49,6 +53,7 @@ func (m *Message) lookupCtx() (context.Context, context.CancelFunc) {
 // SPF is the SPF result for the envelope sender (the HELO name for the null
 // sender), checked on first use.
 func (m *Message) SPF() mailauth.SPFResult {
+	m.startChecks()
 	if m.auth.spf == nil {
 		ip, err := netip.ParseAddr(m.in.ClientIP)
 		r := mailauth.SPFResult{Result: mailauth.None}
@@ -64,6 +69,7 @@ func (m *Message) SPF() mailauth.SPFResult {
 
 // DKIM is the result over the message's DKIM signatures.
 func (m *Message) DKIM() mailauth.DKIMResult {
+	m.startChecks()
 	if m.auth.dkim == nil {
 		ctx, cancel := m.lookupCtx()
 		r := mailauth.VerifyDKIM(ctx, m.dns(), m.in.Raw)
@@ -73,44 +79,18 @@ func (m *Message) DKIM() mailauth.DKIMResult {
 	return *m.auth.dkim
 }
 
-// DMARC is the DMARC result for the From domain. The DMARC record is
-// looked up while DKIM verifies (and SPF is checked, if no rule asked for
-// it yet): the three wait on DNS side by side, not one after the other.
+// DMARC is the DMARC result for the From domain, from SPF and DKIM (each
+// computed first if no rule asked for it yet; Prefetch overlaps them).
 func (m *Message) DMARC() mailauth.DMARCResult {
+	m.startChecks()
 	if m.auth.dmarc == nil {
-		from := Domain(m.Header().From())
+		spf, dkim := m.SPF(), m.DKIM()
 		ctx, cancel := m.lookupCtx()
-		defer cancel()
-		var wg sync.WaitGroup
-		if from != "" {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				// Warms the resolver's cache for CheckDMARC below.
-				m.dns().LookupTXT(ctx, "_dmarc."+from)
-			}()
-		}
-		if m.auth.spf == nil {
-			// SPF is the message's own phase's business, but nothing asked
-			// for it: check it now, beside DKIM.
-			wg.Add(1)
-			ip, err := netip.ParseAddr(m.in.ClientIP)
-			go func() {
-				defer wg.Done()
-				r := mailauth.SPFResult{Result: mailauth.None}
-				if err == nil {
-					r = mailauth.CheckSPF(ctx, m.dns(), ip.Unmap(), m.in.Helo, m.in.MailFrom)
-				}
-				m.auth.spf = &r
-			}()
-		}
-		dkim := m.DKIM()
-		wg.Wait()
-		spf := *m.auth.spf
 		r := mailauth.CheckDMARC(ctx, m.dns(), mailauth.DMARCInput{
-			FromDomain: from, SPF: spf, DKIMPassed: dkim.Domains,
+			FromDomain: Domain(m.Header().From()), SPF: spf, DKIMPassed: dkim.Domains,
 			SPFTemp: spf.Result == mailauth.TempError, DKIMTemp: dkim.Result == mailauth.TempError,
 		})
+		cancel()
 		m.auth.dmarc = &r
 	}
 	return *m.auth.dmarc
@@ -118,6 +98,7 @@ func (m *Message) DMARC() mailauth.DMARCResult {
 
 // ARC is the result of the message's ARC chain.
 func (m *Message) ARC() mailauth.ARCResult {
+	m.startChecks()
 	if m.auth.arc == nil {
 		ctx, cancel := m.lookupCtx()
 		r := mailauth.VerifyARC(ctx, m.dns(), m.in.Raw)
@@ -217,5 +198,97 @@ func authFuncs() []Func {
 				got, _ := mailauth.DNSBL(ctx, m.dns(), zone, subject)
 				return orEmpty(got)
 			}},
+	}
+}
+
+// Prefetch names the facts the rules of the phase about to run refer to.
+// The first time a rule actually reads an authentication check (not
+// before: "not outbound and dmarc == ..." reads nothing for outbound mail),
+// every check those facts need is run at once, so that their DNS lookups
+// wait side by side instead of one after another.
+func (m *Message) Prefetch(facts []*Fact) { m.auth.pending = facts }
+
+// startChecks runs the pending phase's checks together: SPF, DKIM, ARC and
+// the DMARC record at once, then DMARC from their results.
+func (m *Message) startChecks() {
+	facts := m.auth.pending
+	m.auth.pending = nil
+	if len(facts) == 0 {
+		return
+	}
+	need := func(names ...string) bool {
+		for _, n := range names {
+			if _, over := m.in.Overrides[n]; !over {
+				return true
+			}
+		}
+		return false
+	}
+	var spf, dkim, arc, dmarc bool
+	for _, f := range facts {
+		switch f.Name {
+		case "spf":
+			spf = m.auth.spf == nil && need("spf")
+		case "dkim", "dkim_domains":
+			dkim = m.auth.dkim == nil && need("dkim", "dkim_domains")
+		case "arc", "arc_domains":
+			arc = m.auth.arc == nil && need("arc", "arc_domains")
+		case "dmarc", "dmarc_policy":
+			dmarc = m.auth.dmarc == nil && need("dmarc", "dmarc_policy")
+		}
+	}
+	if dmarc {
+		spf, dkim = m.auth.spf == nil, m.auth.dkim == nil
+	}
+	n := 0
+	for _, b := range []bool{spf, dkim, arc, dmarc} {
+		if b {
+			n++
+		}
+	}
+	if n < 2 && !(dmarc && (spf || dkim)) {
+		return // one check: nothing to overlap, it runs when read
+	}
+	ctx, cancel := m.lookupCtx()
+	defer cancel()
+	r := m.dns()
+	var wg sync.WaitGroup
+	var spfR mailauth.SPFResult
+	var dkimR mailauth.DKIMResult
+	var arcR mailauth.ARCResult
+	run := func(on bool, f func()) {
+		if on {
+			wg.Add(1)
+			go func() { defer wg.Done(); f() }()
+		}
+	}
+	ip, ipErr := netip.ParseAddr(m.in.ClientIP)
+	helo, from, raw := m.in.Helo, m.in.MailFrom, m.in.Raw
+	run(spf, func() {
+		spfR = mailauth.SPFResult{Result: mailauth.None}
+		if ipErr == nil {
+			spfR = mailauth.CheckSPF(ctx, r, ip.Unmap(), helo, from)
+		}
+	})
+	run(dkim, func() { dkimR = mailauth.VerifyDKIM(ctx, r, raw) })
+	run(arc, func() { arcR = mailauth.VerifyARC(ctx, r, raw) })
+	if dmarc {
+		if d := Domain(m.Header().From()); d != "" {
+			// Warms a caching resolver for CheckDMARC below.
+			run(true, func() { r.LookupTXT(ctx, "_dmarc."+d) })
+		}
+	}
+	wg.Wait()
+	if spf {
+		m.auth.spf = &spfR
+	}
+	if dkim {
+		m.auth.dkim = &dkimR
+	}
+	if arc {
+		m.auth.arc = &arcR
+	}
+	if dmarc {
+		m.DMARC()
 	}
 }

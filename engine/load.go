@@ -71,6 +71,9 @@ type RuleSet struct {
 	rules      []*Rule
 	byName     map[string]*Rule
 	phaseRules [builtins.NumPhases]phaseRules
+	// needs[p] are the facts the rules of phase p read, for the engine to
+	// have their lookups started together (Message.Prefetch).
+	needs [builtins.NumPhases][]*builtins.Fact
 	ncalls     int // distinct guard calls, memoized per transaction
 	thresholds Thresholds
 	lists      staticLists
@@ -298,6 +301,16 @@ func (rs *RuleSet) index() {
 	rs.ncalls = internCalls(rs.rules)
 	rs.phaseRules = [builtins.NumPhases]phaseRules{}
 	guards := compactGuards(rs.rules)
+	rs.needs = [builtins.NumPhases][]*builtins.Fact{}
+	seen := map[*builtins.Fact]bool{}
+	for _, r := range rs.rules {
+		for _, f := range r.compiled.facts {
+			if !seen[f] {
+				seen[f] = true
+				rs.needs[r.Phase] = append(rs.needs[r.Phase], f)
+			}
+		}
+	}
 	for i, r := range rs.rules {
 		pr := &rs.phaseRules[r.Phase]
 		if r.PerRecipient {
