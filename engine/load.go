@@ -73,7 +73,7 @@ type RuleSet struct {
 	phaseRules [builtins.NumPhases]phaseRules
 	// needs[p] are the facts the rules of phase p read, for the engine to
 	// have their lookups started together (Message.Prefetch).
-	needs [builtins.NumPhases][]*builtins.Fact
+	needs      [builtins.NumPhases][]*builtins.Fact
 	ncalls     int // distinct guard calls, memoized per transaction
 	thresholds Thresholds
 	lists      staticLists
