@@ -38,6 +38,8 @@ usage:
   sluice explain [--rules DIR] [--context FILE] [--json] MESSAGE.eml
                                                       print the verdict on a message and why
   sluice facts                                        list the facts and functions rules can use
+  sluice dkim keygen [--type rsa|ed25519] [--bits N] [--out PATH] DOMAIN SELECTOR
+                                                      write a DKIM signing key (0600) and print the TXT record to publish
 
 DIR and --rules default to rules.d. --config defaults to $SLUICE_CONFIG, else the
 embedded default, whose state is ./sluice-state; relative paths in a config file are
