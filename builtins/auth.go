@@ -162,6 +162,8 @@ func authFacts() []Fact {
 			Compute: func(m *Message) (any, error) { return m.DKIM().Result, nil }},
 		{Name: "dkim_domains", Type: StringList, Phase: Data, Doc: "the d= domains of the DKIM signatures that verified",
 			Compute: func(m *Message) (any, error) { return orEmpty(m.DKIM().Domains), nil }},
+		{Name: "dkim_unsigned_content", Type: Bool, Phase: Data, Doc: "the message passes DKIM only by signatures with l= that leave content after the signed part (RFC 6376 8.2): text anyone may have appended",
+			Compute: func(m *Message) (any, error) { return m.DKIM().UnsignedContent(), nil }},
 		{Name: "dmarc", Type: String, Phase: Data, Doc: "DMARC result for the From domain, with SPF and DKIM alignment: pass, fail, none, temperror, permerror",
 			Compute: func(m *Message) (any, error) { return m.DMARC().Result, nil }},
 		{Name: "dmarc_policy", Type: String, Phase: Data, Doc: `the DMARC policy the From domain publishes (none, quarantine, reject; a subdomain's sp=), "" if none`,
@@ -229,8 +231,8 @@ func (m *Message) startChecks() {
 		switch f.Name {
 		case "spf":
 			spf = m.auth.spf == nil && need("spf")
-		case "dkim", "dkim_domains":
-			dkim = m.auth.dkim == nil && need("dkim", "dkim_domains")
+		case "dkim", "dkim_domains", "dkim_unsigned_content":
+			dkim = m.auth.dkim == nil && need("dkim", "dkim_domains", "dkim_unsigned_content")
 		case "arc", "arc_domains":
 			arc = m.auth.arc == nil && need("arc", "arc_domains")
 		case "dmarc", "dmarc_policy":
