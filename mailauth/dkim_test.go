@@ -150,15 +150,7 @@ func mustRecord(t testing.TB, k crypto.Signer) string {
 // TestDkimTempErrorNoAnswer: a DNS server that never answers gives
 // temperror once the context's deadline passes, not a hang or permerror.
 func TestDkimTempErrorNoAnswer(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
-	}}
+	r := dnstest.Resolver(dnstest.Silent(t))
 	msg := dkimSign(t, dkimTestMsg, "example.com", "rsa1", dkimTestKey(t, "rsa2048.pem"))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()

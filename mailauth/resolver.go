@@ -175,11 +175,7 @@ func (r *DNSResolver) LookupAddr(ctx context.Context, addr string) ([]string, er
 // address answers itself, as with *net.Resolver.
 func (r *DNSResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
 	ips, err := r.LookupNetIP(ctx, "ip", host)
-	out := make([]net.IPAddr, 0, len(ips))
-	for _, ip := range ips {
-		out = append(out, net.IPAddr{IP: ip.AsSlice()})
-	}
-	return out, err
+	return ipAddrs(ips), err
 }
 
 // LookupNetIP returns host's A records (network "ip4"), AAAA ("ip6") or
@@ -415,4 +411,13 @@ func negativeTTL(resp *dns.Msg) time.Duration {
 
 func notFoundError(name, msg string) error {
 	return &net.DNSError{Err: msg, Name: name, IsNotFound: true}
+}
+
+// ipAddrs converts for LookupIPAddr, the method *net.Resolver's callers know.
+func ipAddrs(ips []netip.Addr) []net.IPAddr {
+	out := make([]net.IPAddr, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, net.IPAddr{IP: ip.AsSlice()})
+	}
+	return out
 }

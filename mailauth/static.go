@@ -182,11 +182,7 @@ func (s *StaticResolver) LookupAddr(_ context.Context, addr string) ([]string, e
 // LookupIPAddr returns host's A and AAAA values.
 func (s *StaticResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
 	ips, err := s.LookupNetIP(ctx, "ip", host)
-	out := make([]net.IPAddr, 0, len(ips))
-	for _, ip := range ips {
-		out = append(out, net.IPAddr{IP: ip.AsSlice()})
-	}
-	return out, err
+	return ipAddrs(ips), err
 }
 
 // LookupNetIP returns host's A values (network "ip4"), AAAA ("ip6") or both

@@ -120,3 +120,11 @@ func RR(t testing.TB, s string) dns.RR {
 	}
 	return r
 }
+
+// Resolver is a *net.Resolver that asks only the server at addr (over UDP).
+func Resolver(addr string) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+}
