@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,4 +88,75 @@ func TestAuthChecksLive(t *testing.T) {
 	if got.Result != mailauth.Pass || len(got.Domains) != 1 || got.Domains[0] != "acme.test" {
 		t.Errorf("the relay's signature: %+v", got)
 	}
+}
+
+// TestDKIMKeyRotationByReload: a config reload takes a new selector's key
+// without a restart, and a reload naming a key that cannot be read keeps
+// the live one.
+func TestDKIMKeyRotationByReload(t *testing.T) {
+	k := newSink(t)
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "rules.d"), 0o755)
+	os.WriteFile(filepath.Join(dir, "rules.d", "r.yaml"), []byte("rules:\n  - big: size > 10000000 => +1\n"), 0o644)
+	zone := map[string][]dns.RR{}
+	key := func(sel string) string {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKCS8PrivateKey(priv)
+		p := filepath.Join(dir, sel+".pem")
+		os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		name := sel + "._domainkey.acme.test."
+		zone[name] = []dns.RR{dnstest.RR(t, name+` 60 IN TXT "v=DKIM1; k=ed25519; p=`+base64.StdEncoding.EncodeToString(pub)+`"`)}
+		return p
+	}
+	k1, k2 := key("s1"), key("s2")
+	resolver := dnstest.Serve(t, zone, nil)
+	write := func(sel, keyPath string) string {
+		p := filepath.Join(dir, "sluice.yaml")
+		os.WriteFile(p, []byte(fmt.Sprintf("listen: [{addr: '127.0.0.1:0', mode: plain}]\nstate_dir: %s\nrules_dir: %s\nrelay_networks: [127.0.0.0/8]\n"+
+			"delivery: {mode: smarthost, smarthost: {addr: '%s', tls: none}}\ndkim_sign: [{domain: acme.test, selector: %s, key: '%s'}]\n",
+			dir, filepath.Join(dir, "rules.d"), k.addr, sel, keyPath)), 0o644)
+		return p
+	}
+	p := write("s1", k1)
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, p, Options{Log: quietLog(t), Resolver: noPTR{}, DNS: resolver})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := srv.Start(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(t.Context())
+	r := &relay{srv: srv, addrs: map[string]string{"plain": ls[0].Addr.String()}}
+	sendSigned := func(n int, wantSel string) {
+		t.Helper()
+		c := r.dial(t, "plain")
+		subj := fmt.Sprint("rotation ", n)
+		if _, err := send(c, "ops@acme.test", []string{"bob@example.org"}, message("ops@acme.test", "bob@example.org", subj)); err != nil {
+			t.Fatal(err)
+		}
+		m := k.wait(t, n, 10*time.Second)[n-1]
+		got := mailauth.VerifyDKIM(context.Background(), resolver, m.Data)
+		if got.Result != mailauth.Pass || len(got.Signatures) != 1 || got.Signatures[0].Selector != wantSel {
+			t.Errorf("message %d: %+v, want a passing signature with s=%s", n, got, wantSel)
+		}
+	}
+	sendSigned(1, "s1")
+	write("s2", k2)
+	if err := srv.ReloadConfig(); err != nil {
+		t.Fatal(err)
+	}
+	sendSigned(2, "s2")
+	write("s3", filepath.Join(dir, "missing.pem"))
+	if err := srv.ReloadConfig(); err == nil || !strings.Contains(err.Error(), "dkim_sign") {
+		t.Errorf("a reload naming a missing key: %v", err)
+	}
+	sendSigned(3, "s2")
 }
