@@ -18,8 +18,11 @@ type CallArg struct {
 	Fact *Fact
 }
 
-// callState holds the results of Prefetchable calls made for the message,
-// and the calls of the current phase not run yet.
+// callState holds the results of Prefetchable calls made in the current
+// transaction, and the calls of the current phase not made yet. A result
+// depends only on the arguments, so it stays valid while facts change (a
+// new recipient, the message at DATA); a new transaction (RSET, a second
+// EHLO) starts afresh, so that one connection's results cannot pile up.
 type callState struct {
 	done    []callResult
 	pending []CallSite
@@ -34,6 +37,13 @@ type callResult struct {
 func (c *callState) reset() {
 	clear(c.done)
 	c.done, c.pending = c.done[:0], nil
+}
+
+func (c *callState) invalidate(p Phase) {
+	if p <= Mail {
+		c.reset()
+	}
+	c.pending = nil
 }
 
 // find returns the result of fn on args, if the call was made. Arguments

@@ -155,7 +155,7 @@ func (m *Message) Invalidate(p Phase) {
 		m.body, m.bodyDone = nil, false
 	}
 	m.auth.invalidate(p)
-	m.calls.pending = nil
+	m.calls.invalidate(p)
 	m.err = nil
 }
 

@@ -184,7 +184,7 @@ type Func struct {
 	// each of Params, and the result must be of the Go type of Result.
 	Call func(m *Message, args []any) any
 	// Prefetchable marks a lookup (a DNS query): equal calls are made once
-	// per message, and the calls a phase's rules contain run side by side
+	// per transaction, and the calls a phase's rules contain run side by side
 	// at the first one a rule evaluates (Message.Prefetch), so their waits
 	// overlap. Call then runs on goroutines of its own, concurrently with
 	// other calls for the same m: it may read m's input and context, never
