@@ -186,7 +186,7 @@ func authFuncs() []Func {
 	return []Func{
 		{Name: "dnsbl", Signature: "dnsbl(zone, subject) []string", Phase: Connect,
 			Doc:    `the A records zone answers for subject (an IP address, or a domain for URI/domain lists), empty when not listed; e.g. "127.0.0.2" in dnsbl("zen.example.net", client_ip)`,
-			Params: []Type{String, String}, Result: StringList,
+			Params: []Type{String, String}, Result: StringList, Prefetchable: true,
 			Call: func(m *Message, a []any) any {
 				zone, _ := a[0].(string)
 				subject, _ := a[1].(string)
@@ -203,12 +203,16 @@ func authFuncs() []Func {
 	}
 }
 
-// Prefetch names the facts the rules of the phase about to run refer to.
-// The first time a rule actually reads an authentication check (not
-// before: "not outbound and dmarc == ..." reads nothing for outbound mail),
-// every check those facts need is run at once, so that their DNS lookups
-// wait side by side instead of one after another.
-func (m *Message) Prefetch(facts []*Fact) { m.auth.pending = facts }
+// Prefetch names the facts, and the calls of Prefetchable functions, the
+// rules of the phase about to run refer to. The first time a rule actually
+// reads an authentication check (not before: "not outbound and dmarc ==
+// ..." reads nothing for outbound mail), every check those facts need is
+// run at once, so that their DNS lookups wait side by side instead of one
+// after another; likewise the calls, at the first one a rule makes (Call).
+func (m *Message) Prefetch(facts []*Fact, calls []CallSite) {
+	m.auth.pending = facts
+	m.calls.pending = calls
+}
 
 // startChecks runs the pending phase's checks together: SPF, DKIM, ARC and
 // the DMARC record at once, then DMARC from their results.

@@ -262,3 +262,12 @@ func TestFingerprint(t *testing.T) {
 		t.Errorf("fingerprints %s %s %s", a, b, c)
 	}
 }
+
+func TestPrefetchableTakesScalars(t *testing.T) {
+	r := NewRegistry()
+	err := r.RegisterFunc(Func{Name: "any_listed", Params: []Type{String, StringList}, Result: Bool, Prefetchable: true,
+		Call: func(*Message, []any) any { return false }})
+	if err == nil {
+		t.Error("a prefetchable function taking a list registered: its calls could not be compared")
+	}
+}

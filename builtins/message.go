@@ -102,7 +102,8 @@ type Message struct {
 	errs  []error // per fact, when stateFailed
 	err   error
 
-	auth authState
+	auth  authState
+	calls callState
 
 	hdr      *Header
 	hdrErr   error
@@ -138,6 +139,7 @@ func (m *Message) Reset(ctx context.Context, in *Input, static StaticLists) {
 	m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
 	m.body, m.bodyDone = nil, false
 	m.auth = authState{}
+	m.calls.reset()
 }
 
 // Invalidate forgets every fact of phase p or later, for when the session
@@ -153,6 +155,7 @@ func (m *Message) Invalidate(p Phase) {
 		m.body, m.bodyDone = nil, false
 	}
 	m.auth.invalidate(p)
+	m.calls.invalidate(p)
 	m.err = nil
 }
 

@@ -3,6 +3,7 @@ package builtins
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -182,6 +183,13 @@ type Func struct {
 	// Call runs the function for m; args hold one value of the Go type of
 	// each of Params, and the result must be of the Go type of Result.
 	Call func(m *Message, args []any) any
+	// Prefetchable marks a lookup (a DNS query): equal calls are made once
+	// per transaction, and the calls a phase's rules contain run side by side
+	// at the first one a rule evaluates (Message.Prefetch), so their waits
+	// overlap. Call then runs on goroutines of its own, concurrently with
+	// other calls for the same m: it may read m's input and context, never
+	// facts, and must not Fail. Params must be scalars (not StringList).
+	Prefetchable bool
 }
 
 // Registry holds the facts and functions of one engine. It is filled at start
@@ -248,6 +256,9 @@ func (r *Registry) RegisterFunc(f Func) error {
 	}
 	if _, ok := r.byName[f.Name]; ok {
 		return fmt.Errorf("register function %q: a fact has that name", f.Name)
+	}
+	if f.Prefetchable && slices.Contains(f.Params, StringList) {
+		return fmt.Errorf("register function %q: a prefetchable function takes scalars only", f.Name)
 	}
 	nf := f
 	r.funcs[f.Name] = &nf

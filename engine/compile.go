@@ -74,9 +74,8 @@ func exprConfig(reg *builtins.Registry) *conf.Config {
 			in = append(in, p.GoType())
 		}
 		sig := reflect.FuncOf(in, []reflect.Type{f.Result.GoType()}, false)
-		call := f.Call
 		expr.Function(f.Name, func(params ...any) (any, error) {
-			return call(params[0].(*builtins.Message), params[1:]), nil
+			return params[0].(*builtins.Message).Call(f, params[1:]), nil
 		}, reflect.New(sig).Interface())(cfg)
 	}
 	cfg.Check()
@@ -101,6 +100,9 @@ type compiled struct {
 	lists []listRef
 	// guard, when set, is checked natively before the program runs.
 	guard *guard
+	// lookups are the expression's calls of Prefetchable functions that
+	// can be made ahead of it (lookupsOf).
+	lookups []*gcall
 	// pos maps a character offset of the expression to FILE:LINE:COL in
 	// the rules file, for errors at run time; nil for expressions
 	// compiled outside a file.
@@ -195,6 +197,7 @@ func (c *exprCompiler) compileWhen(src string) (*compiled, []exprError) {
 	// Labels and the guard are taken before the fact names are rewritten.
 	labels := sc.evidenceLabels(c)
 	out.guard = findGuard(tree.Node, c.reg, sc.lets)
+	out.lookups = lookupsOf(sc.calls, c.reg, sc.lets)
 
 	patchFacts(tree, c.reg, sc.lets)
 	t, err := checker.Check(tree, c.cfg)

@@ -244,7 +244,7 @@ func (t *Txn) Data(raw []byte) *Verdict {
 	t.resetMatches(builtins.Data)
 	t.setRcpt("")
 	if t.advance(builtins.Rcpt) == nil && t.decided == nil && !t.noRecipients() && !t.allRecipientsAllowlisted() {
-		t.m.Prefetch(t.rs.needs[builtins.Data])
+		t.m.Prefetch(t.rs.needs[builtins.Data], t.rs.lookups[builtins.Data])
 		t.runMessage(t.rs.phaseRules[builtins.Data].message)
 		for _, addr := range t.in.Rcpts {
 			if t.decided != nil {
@@ -289,7 +289,7 @@ func (t *Txn) advance(p Phase) *Reply {
 		t.marks[q] = mark{hits: len(t.hits), score: t.score, hold: t.hold, decided: t.decided}
 		t.ran[q] = true
 		if t.decided == nil {
-			t.m.Prefetch(t.rs.needs[q])
+			t.m.Prefetch(t.rs.needs[q], t.rs.lookups[q])
 			t.runMessage(t.rs.phaseRules[q].message)
 		}
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -394,7 +395,7 @@ func (c *gcall) run(t *Txn) any {
 			t.gargs = append(t.gargs, a.lit)
 		}
 	}
-	v := c.fn.Call(t.m, t.gargs[base:])
+	v := t.m.Call(c.fn, t.gargs[base:])
 	clear(t.gargs[base:])
 	t.gargs = t.gargs[:base]
 	if t.m.Err() == nil {
@@ -409,20 +410,7 @@ func internCalls(rules []*Rule) int {
 	ids := map[string]int{}
 	var intern func(c *gcall) string
 	intern = func(c *gcall) string {
-		var b strings.Builder
-		b.WriteString(c.fn.Name)
-		for i := range c.args {
-			a := &c.args[i]
-			switch {
-			case a.fact != nil:
-				fmt.Fprintf(&b, "\x00f%s", a.fact.Name)
-			case a.call != nil:
-				fmt.Fprintf(&b, "\x00c%s", intern(a.call))
-			default:
-				fmt.Fprintf(&b, "\x00l%T:%v", a.lit, a.lit)
-			}
-		}
-		key := b.String()
+		key := callKey(c, intern)
 		id, ok := ids[key]
 		if !ok {
 			id = len(ids)
@@ -441,6 +429,62 @@ func internCalls(rules []*Rule) int {
 		}
 	}
 	return len(ids)
+}
+
+// callKey is the same for equal calls; sub names a call in an argument.
+func callKey(c *gcall, sub func(*gcall) string) string {
+	var b strings.Builder
+	b.WriteString(c.fn.Name)
+	for i := range c.args {
+		a := &c.args[i]
+		switch {
+		case a.fact != nil:
+			fmt.Fprintf(&b, "\x00f%s", a.fact.Name)
+		case a.call != nil:
+			fmt.Fprintf(&b, "\x00c%s", sub(a.call))
+		default:
+			fmt.Fprintf(&b, "\x00l%T:%v", a.lit, a.lit)
+		}
+	}
+	return b.String()
+}
+
+// lookupsOf returns the calls of Prefetchable functions among calls whose
+// arguments are constants or facts that stay the same for every recipient:
+// what the engine can hand Message.Prefetch.
+func lookupsOf(calls []*ast.CallNode, reg *builtins.Registry, lets map[string]bool) []*gcall {
+	var out []*gcall
+	for _, x := range calls {
+		c := callOf(x, reg, lets)
+		if c == nil || !c.fn.Prefetchable {
+			continue
+		}
+		if !slices.ContainsFunc(c.args, func(a garg) bool { return a.call != nil || a.fact != nil && a.fact.PerRecipient }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// callSites lists the distinct lookups of the rules of each phase.
+func callSites(rules []*Rule) [builtins.NumPhases][]builtins.CallSite {
+	var out [builtins.NumPhases][]builtins.CallSite
+	seen := map[string]bool{}
+	for _, r := range rules {
+		for _, c := range r.compiled.lookups {
+			key := r.Phase.String() + "\x00" + callKey(c, nil)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			s := builtins.CallSite{Func: c.fn, Args: make([]builtins.CallArg, len(c.args))}
+			for i, a := range c.args {
+				s.Args[i] = builtins.CallArg{Lit: a.lit, Fact: a.fact}
+			}
+			out[r.Phase] = append(out[r.Phase], s)
+		}
+	}
+	return out
 }
 
 // walk calls fn for g and every guard inside it.

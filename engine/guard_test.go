@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/mailauth"
 )
 
 func TestMultiMatcher(t *testing.T) {
@@ -141,6 +142,9 @@ func TestGuardsDoNotChangeVerdicts(t *testing.T) {
   - x16: '(tls or (size > 900 and text contains "phrase 2")) and subject_caps => +1'
   - x17: '(subject contains "keyword-1" and len(rcpts) > 1) or helo == "h3" => +0.5'
   - x18: 'helo == "h4" or has_header("X-Nope") or size < 100 => +0.5'
+  - x19: '"127.0.0.2" in dnsbl("zen.example.net", client_ip) => +1'
+  - x20: 'not tls and len(dnsbl("bl.example.org", client_ip)) > 0 => +0.5'
+  - x21: 'len(dnsbl("dbl.example.net", mail_from_domain)) > 0 => +1'
 `
 	guarded := mustLoad(t, "gen.yaml", src)
 	plain := mustLoad(t, "gen.yaml", src)
@@ -148,6 +152,12 @@ func TestGuardsDoNotChangeVerdicts(t *testing.T) {
 		r.compiled.guard = nil
 	}
 	plain.index()
+	dns := mailauth.NewStaticResolver(map[string][]string{
+		"1.2.0.192.zen.example.net A":   {"127.0.0.2"},
+		"2.2.0.192.bl.example.org A":    {"127.0.0.4"},
+		"7.100.51.198.bl.example.org A": {"127.0.0.4"},
+		"m1.example.dbl.example.net A":  {"127.0.1.2"},
+	})
 	r := rand.New(rand.NewPCG(7, 9))
 	fired := map[string]bool{}
 	actions := map[string]bool{}
@@ -161,7 +171,7 @@ func TestGuardsDoNotChangeVerdicts(t *testing.T) {
 			pick("d%d.example", 60), pick("r%d.example", 60), subject, pick("c%d", 60),
 			pick("phrase %d", 60), pick("phrase %d", 60), strings.Repeat("x", r.IntN(1200)))
 		in := func() *builtins.Input {
-			return &builtins.Input{ClientIP: []string{"198.51.100.7", "192.0.2.1", "192.0.2.2", "192.0.2.3"}[r.IntN(4)], RDNSKnown: r.IntN(2) == 0, TLS: i%2 == 0, SMTPUser: pick("u%d", 60),
+			return &builtins.Input{ClientIP: []string{"198.51.100.7", "192.0.2.1", "192.0.2.2", "192.0.2.3"}[r.IntN(4)], RDNSKnown: r.IntN(2) == 0, TLS: i%2 == 0, SMTPUser: pick("u%d", 60), DNS: dns,
 				Overrides: map[string]any{"hourly_sent": r.IntN(1100)}}
 		}
 		helo := pick("h%d", 20)
@@ -183,7 +193,7 @@ func TestGuardsDoNotChangeVerdicts(t *testing.T) {
 		actions[va.Action] = true
 	}
 	// The comparison means something only if the messages exercise the rules.
-	for _, x := range []string{"x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16", "x17", "x18"} {
+	for _, x := range []string{"x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16", "x17", "x18", "x19", "x20", "x21"} {
 		if !fired[x] {
 			t.Errorf("rule %s never fired: the messages do not exercise call guards", x)
 		}

@@ -73,7 +73,10 @@ type RuleSet struct {
 	phaseRules [builtins.NumPhases]phaseRules
 	// needs[p] are the facts the rules of phase p read, for the engine to
 	// have their lookups started together (Message.Prefetch).
-	needs      [builtins.NumPhases][]*builtins.Fact
+	needs [builtins.NumPhases][]*builtins.Fact
+	// lookups[p] are the calls of lookup functions (dnsbl) in the rules of
+	// phase p, made together at the first one a rule makes.
+	lookups    [builtins.NumPhases][]builtins.CallSite
 	ncalls     int // distinct guard calls, memoized per transaction
 	thresholds Thresholds
 	lists      staticLists
@@ -301,6 +304,7 @@ func (rs *RuleSet) index() {
 	rs.ncalls = internCalls(rs.rules)
 	rs.phaseRules = [builtins.NumPhases]phaseRules{}
 	guards := compactGuards(rs.rules)
+	rs.lookups = callSites(rs.rules)
 	rs.needs = [builtins.NumPhases][]*builtins.Fact{}
 	seen := map[*builtins.Fact]bool{}
 	for _, r := range rs.rules {
