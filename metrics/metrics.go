@@ -76,7 +76,7 @@ func New() *Metrics {
 	}, []string{"action"})
 	m.ruleHits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_rule_hits_total",
-		Help: "Decisions in which a rule fired, by rule and the kind of its action (score, block, hold, accept, list).",
+		Help: "Verdicts (of a message, or of a recipient refused at RCPT) in which a rule fired, by rule and the kind of its action (score, block, hold, accept, list).",
 	}, []string{"rule", "action"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_refusals_total",

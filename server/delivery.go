@@ -376,8 +376,12 @@ func (d *deliverer) attempt(id string) {
 		switch {
 		case res.ok:
 			r.Status = StatusDelivered
+			s.metrics.Delivery("delivered", now.Sub(env.Received))
 		case res.perm:
 			r.Status = StatusFailed
+			s.metrics.Delivery("failed", 0)
+		default:
+			s.metrics.Delivery("deferred", 0)
 		}
 		s.recordBounce(env, r, res)
 		charge = append(charge, deliveryCounters(env, res)...)

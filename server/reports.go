@@ -58,11 +58,13 @@ type DecisionHit struct {
 const decisionTTL = 30 * 24 * time.Hour
 
 func (s *Server) recordDecision(d Decision) {
+	s.countDecision(d)
 	d.At = s.opts.Now().UTC()
 	b, _ := json.Marshal(d)
 	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	if err := s.store.Put(ctx, "decision", d.ID, b, decisionTTL); err != nil {
+		s.metrics.StoreError("write")
 		s.log.Warn("store: decision record", "id", d.ID, "err", err.Error())
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/mailauth"
+	"github.com/sluicemail/sluice/metrics"
 	"github.com/sluicemail/sluice/store"
 )
 
@@ -39,6 +40,9 @@ type Options struct {
 	// DNS answers the authentication checks (default: a resolver on the
 	// config's dns.servers). Tests point it at a DNS server on 127.0.0.1.
 	DNS mailauth.Resolver
+	// Metrics receives the relay's metrics (default: a new set, with a
+	// registry of its own).
+	Metrics *metrics.Metrics
 }
 
 // Server is the relay: listeners, sessions, the spool and delivery.
@@ -60,6 +64,7 @@ type Server struct {
 	throttle        atomic.Pointer[authThrottle]
 	dns             mailauth.Resolver
 	delivery        *deliverer
+	metrics         *metrics.Metrics
 
 	mu       sync.Mutex
 	open     map[*trackedConn]bool
@@ -80,7 +85,10 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{cfgPath: cfgPath, log: opts.Log, opts: opts, perIP: map[netip.Addr]int{}, ids: engine.NewIDSource(), open: map[*trackedConn]bool{}}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	s := &Server{cfgPath: cfgPath, log: opts.Log, opts: opts, perIP: map[netip.Addr]int{}, ids: engine.NewIDSource(), open: map[*trackedConn]bool{}, metrics: opts.Metrics}
 	s.cfg.Store(cfg)
 	s.throttle.Store(newAuthThrottle(cfg.Limits))
 	s.reg = builtins.NewRegistry()
@@ -92,14 +100,17 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	if s.dns, err = newDNS(cfg, opts); err != nil {
 		return nil, err
 	}
+	s.dns = s.metrics.WrapResolver(s.dns)
 	s.plugFacts()
 	rules, err := engine.NewReloader(cfg.RulesDir, s.reg, engine.Options{IDs: s.ids}, s.log, func(rs *engine.RuleSet) {
 		s.log.Info("rules reloaded", "dir", cfg.RulesDir, "rules", len(rs.Rules()), "checksum", rs.Checksum())
+		s.metrics.RulesLoaded(s.opts.Now())
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.rules = rules
+	s.metrics.RulesLoaded(opts.Now())
 	spool, err := OpenSpool(filepath.Join(cfg.StateDir, "spool"))
 	if err != nil {
 		return nil, err
@@ -119,6 +130,7 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	}
 	s.tls.Store(tc)
 	s.delivery = newDeliverer(s)
+	s.watchState()
 	if cfg.Unsubscribe.Listen != "" {
 		if s.unsubKey, err = unsubscribeKey(cfg); err != nil {
 			return nil, err
@@ -361,9 +373,11 @@ func (s *Server) admit(ip netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns >= cfg.Limits.MaxConnections {
+		s.metrics.ConnectionRefused("total")
 		return "Too many connections, try again later"
 	}
 	if s.perIP[ip] >= cfg.Limits.MaxConnectionsPerIP {
+		s.metrics.ConnectionRefused("per_ip")
 		return "Too many connections from your address, try again later"
 	}
 	s.conns++
@@ -427,8 +441,9 @@ func (g *gate) admit(c net.Conn) {
 		c.Close()
 		return
 	}
-	tc := &trackedConn{Conn: c, s: g.s, ip: ip}
+	tc := &trackedConn{Conn: c, s: g.s, ip: ip, mode: g.mode}
 	g.s.sessions.Add(1)
+	g.s.metrics.SessionOpened(g.mode)
 	g.s.mu.Lock()
 	g.s.open[tc] = true
 	g.s.mu.Unlock()
@@ -471,6 +486,7 @@ type trackedConn struct {
 	net.Conn
 	s    *Server
 	ip   netip.Addr
+	mode string
 	info *connInfo
 	once sync.Once
 	busy atomic.Bool // inside a mail transaction
@@ -516,6 +532,7 @@ func (c *trackedConn) Close() error {
 		c.s.mu.Lock()
 		delete(c.s.open, c)
 		c.s.mu.Unlock()
+		c.s.metrics.SessionClosed(c.mode)
 		c.s.sessions.Done()
 	})
 	return err

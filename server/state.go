@@ -96,6 +96,7 @@ func storeCtx(parent context.Context) (context.Context, context.CancelFunc) {
 // the error stands and the rule that needed the state fails the message
 // with 451 4.3.0.
 func (s *Server) degraded(err error, what string, kv ...any) bool {
+	s.metrics.StoreError("read")
 	if s.cfg.Load().Store.OnFailure != "allow" {
 		return false
 	}
@@ -169,6 +170,7 @@ func (s *Server) countSent(ci *connInfo, accepted []string) error {
 	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	if _, err := s.store.Count(ctx, s.opts.Now(), 1, keys, nil); err != nil {
+		s.metrics.StoreError("write")
 		return fmt.Errorf("counting %v: %w", keys, err)
 	}
 	return nil
@@ -294,6 +296,7 @@ func (s *Server) countDeliveries(id string, keys []string) {
 	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	if _, err := s.store.Count(ctx, s.opts.Now(), 1, keys, nil); err != nil {
+		s.metrics.StoreError("write")
 		s.log.Error("store: delivery results not counted", "id", id, "err", err.Error())
 	}
 }
