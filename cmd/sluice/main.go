@@ -40,6 +40,7 @@ usage:
   sluice facts                                        list the facts and functions rules can use
   sluice dkim keygen [--type rsa|ed25519] [--bits N] [--out PATH] DOMAIN SELECTOR
                                                       write a DKIM signing key (0600) and print the TXT record to publish
+  sluice version                                      print the version, the commit it was built from and the Go version
 
 DIR and --rules default to rules.d. --config defaults to $SLUICE_CONFIG, else the
 embedded default, whose state is ./sluice-state; relative paths in a config file are
@@ -80,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "facts":
 		fmt.Fprint(stdout, builtins.NewRegistry().Doc())
 		return 0
+	case "version", "--version":
+		return cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
