@@ -74,6 +74,11 @@ func TestStoreDownTempfails(t *testing.T) {
 	if code != 451 || enh != "4.3.0" || !idInReply.MatchString(text) {
 		t.Fatalf("with redis down: %d %s %q, want 451 4.3.0", code, enh, text)
 	}
+	m := scrapeMetrics(t, r)
+	if m[`sluice_store_errors_total{op=read}`] < 1 || m[`sluice_decisions_total{action=tempfail}`] != 1 {
+		t.Errorf("with redis down: store read errors %v, tempfail decisions %v; want >= 1 and 1",
+			m[`sluice_store_errors_total{op=read}`], m[`sluice_decisions_total{action=tempfail}`])
+	}
 	rs.Start()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
