@@ -62,10 +62,6 @@ type RulesState struct {
 	RuleErrors map[string]uint64
 }
 
-// Buckets of the delivery latency, from acceptance to delivery: seconds
-// for a next hop that answers, days for one that is down.
-var deliveryBuckets = []float64{0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 5 * 86400}
-
 // New returns the metrics with an empty registry of their own, the Go
 // runtime and process collectors included.
 func New() *Metrics {
@@ -87,9 +83,10 @@ func New() *Metrics {
 		Help: "Delivery attempts per recipient, by result (delivered, deferred, failed).",
 	}, []string{"result"})
 	m.delivery = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "sluice_delivery_latency_seconds",
-		Help:    "Time from acceptance to delivery of a recipient.",
-		Buckets: deliveryBuckets,
+		Name: "sluice_delivery_latency_seconds",
+		Help: "Time from acceptance to delivery of a recipient.",
+		// Seconds for a next hop that answers, days for one that is down.
+		Buckets: []float64{0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 5 * 86400},
 	})
 	m.sessionsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_sessions_open",
