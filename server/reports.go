@@ -45,6 +45,9 @@ type Decision struct {
 	// Outbound is the outbound fact for the message; nil in records
 	// taken outside the rules.
 	Outbound *bool `json:"outbound,omitempty"`
+	// RDNS is the client's PTR name when a rule needed it (it comes from
+	// the system's resolver, not the checks').
+	RDNS *string `json:"rdns,omitempty"`
 	// Auth are the authentication checks' results the rules used, and
 	// DNS the answers the checks got (SPEC 6): with them the decision is
 	// explained, and replayed as a fixture, without DNS.
@@ -106,8 +109,15 @@ func (ci *connInfo) addChecks(d *Decision) {
 	outbound := ci.in.Outbound
 	d.Outbound = &outbound
 	d.DNS = ci.dns.Log()
-	if ci.txn != nil {
-		d.Auth = authRecord(ci.txn.Message())
+	if ci.txn == nil {
+		return
+	}
+	m := ci.txn.Message()
+	d.Auth = authRecord(m)
+	if f, ok := ci.s.reg.Fact("rdns"); ok && m.Known(f) {
+		if name, ok := m.Value(f).(string); ok {
+			d.RDNS = &name
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ const replayRules = `
 rules:
   - listed: '"127.0.0.2" in dnsbl("bl.test", client_ip) => +1'
   - spf-fail: 'not outbound and spf == "fail" => +1'
+  - rdns-known: 'rdns == "mail.forged.test" => +1'
   - name: dmarc-reject
     when: not outbound and dmarc == "fail" and dmarc_policy == "reject"
     then: 'block 550 5.7.1 "DMARC policy: reject"'
@@ -49,7 +50,7 @@ func TestDecisionReplaysOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(cfg, cfgPath, server.Options{DNS: dnstest.Serve(t, zone, nil), Resolver: mailauth.NewStaticResolver(nil),
+	srv, err := server.New(cfg, cfgPath, server.Options{DNS: dnstest.Serve(t, zone, nil), Resolver: mailauth.NewStaticResolver(map[string][]string{"1.0.0.127.in-addr.arpa PTR": {"mail.forged.test."}}),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +99,7 @@ func TestDecisionReplaysOffline(t *testing.T) {
 		"\nauthentication:\n  spf:    fail domain=forged.test (",
 		"\n  dkim:   none\n",
 		"\n  dmarc:  fail from=forged.test policy=reject (",
-		"\ncontext:\n  client_ip: \"127.0.0.1\"\n  helo: \"client.test\"\n  mail_from: \"x@forged.test\"\n  rcpts: [\"box@local.test\"]\n  outbound: false\n  dns:\n",
+		"\ncontext:\n  client_ip: \"127.0.0.1\"\n  helo: \"client.test\"\n  mail_from: \"x@forged.test\"\n  rcpts: [\"box@local.test\"]\n  rdns: \"mail.forged.test\"\n  outbound: false\n  dns:\n",
 		"\n    \"_dmarc.forged.test TXT\": [\"v=DMARC1; p=reject\"]\n",
 		"\n    \"forged.test TXT\": [\"v=spf1 ip4:192.0.2.1 -all\"]\n",
 		"\n    \"1.0.0.127.bl.test A\": [\"127.0.0.2\"]\n",
@@ -128,7 +129,7 @@ func TestDecisionReplaysOffline(t *testing.T) {
 	if verdict(replayed) != verdict(out) || verdict(out) != `verdict:  reject 550 5.7.1 "DMARC policy: reject"` {
 		t.Errorf("replayed %q, recorded %q\n%s", verdict(replayed), verdict(out), replayed)
 	}
-	for _, rule := range []string{"listed", "spf-fail", "dmarc-reject"} {
+	for _, rule := range []string{"listed", "spf-fail", "rdns-known", "dmarc-reject"} {
 		if !strings.Contains(replayed, rule) || !strings.Contains(out, rule) {
 			t.Errorf("rule %s not fired in both:\n%s\n%s", rule, out, replayed)
 		}

@@ -255,6 +255,9 @@ func writeContext(w io.Writer, d *server.Decision) {
 		}
 		fmt.Fprintf(w, "  rcpts: [%s]\n", strings.Join(rcpts, ", "))
 	}
+	if d.RDNS != nil {
+		fmt.Fprintf(w, "  rdns: %s\n", q(*d.RDNS))
+	}
 	if d.User != "" {
 		fmt.Fprintf(w, "  smtp_user: %s\n", q(d.User))
 	}
