@@ -63,11 +63,11 @@ type Server struct {
 	// started (nil when off).
 	UnsubscribeAddr net.Addr
 	// WebAddr is where web.listen listens, once started (nil when off).
-	WebAddr net.Addr
-	web     *web.Server
-	throttle        atomic.Pointer[authThrottle]
-	dns             mailauth.Resolver
-	delivery        *deliverer
+	WebAddr  net.Addr
+	web      *web.Server
+	throttle atomic.Pointer[authThrottle]
+	dns      mailauth.Resolver
+	delivery *deliverer
 
 	mu       sync.Mutex
 	open     map[*trackedConn]bool
