@@ -121,7 +121,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	ci := tc.info
 	if ci.refused != nil {
-		return nil, smtpError(ci.refused)
+		return nil, b.s.smtpError(ci.refused)
 	}
 	sess := &session{s: b.s, c: c, ci: ci, mode: b.mode, tc: tc}
 	ci.mu.Lock()
@@ -130,7 +130,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, errors.New("connection closed")
 	}
 	if r := sess.helo(); r != nil {
-		return nil, smtpError(r)
+		return nil, b.s.smtpError(r)
 	}
 	return sess, nil
 }
@@ -173,10 +173,6 @@ func (ss *session) helo() *engine.Reply {
 		ss.s.logRefusal(ss.ci, "helo", ss.ci.refused)
 	}
 	return ss.ci.refused
-}
-
-func smtpError(r *engine.Reply) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enhanced(r.Enhanced), Message: replyText(r.Text, r.ID)}
 }
 
 func enhanced(s string) smtp.EnhancedCode {
@@ -319,10 +315,10 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return errAborted
 	}
 	if r := ss.ci.renew(); r != nil {
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	if r := ss.helo(); r != nil { // a later EHLO may have changed the name
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	cfg := ss.s.cfg.Load()
 	id := ss.ci.txn.ID()
@@ -343,7 +339,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			ss.s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 550, "user", ss.user.Name, "mail_from", from, "reason", "account disabled")
 			ss.s.recordDecision(Decision{ID: id, User: ss.user.Name, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: from, Phase: "mail",
 				Action: "reject", Code: 550, Enhanced: "5.7.1", Text: text + " (account " + ss.user.account.Name + " is disabled)"})
-			return ss.refuse(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText(text, id)})
+			return ss.refuse(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: ss.s.ruleText(text, id)})
 		}
 	}
 	if opts != nil && opts.Size > cfg.Limits.MaxMessageBytes {
@@ -359,7 +355,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if r != nil {
 		ss.s.logRefusal(ss.ci, "mail", r)
 		ss.ci.txn.Reset()
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	ss.from, ss.rcpts, ss.inTxn, ss.utf8 = from, nil, true, opts != nil && opts.UTF8
 	ss.tc.busy.Store(true)
@@ -393,7 +389,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	ss.ci.flush()
 	if r != nil {
 		ss.s.logRefusal(ss.ci, "rcpt", r, "rcpt", to)
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
@@ -460,7 +456,7 @@ func (ss *session) Data(r io.Reader) error {
 	ss.ci.flush()
 	ss.s.logDecision(ss.ci, v, ss.from, ss.rcpts, len(raw))
 	if v.Refused() {
-		return ss.refuse(&smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: replyText(v.Text, v.ID)})
+		return ss.refuse(&smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: ss.s.ruleText(v.Text, v.ID)})
 	}
 	msg := ss.s.stamp(ss, v, raw)
 	env := &Envelope{
