@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,11 +29,17 @@ type Phase = builtins.Phase
 type Rule struct {
 	Name        string
 	Description string
-	File        string
-	Line, Col   int
-	When        string
-	Then        Action
-	Shadow      bool
+	// Advice tells a refused sender what to do (the report page); the
+	// description stands in when it is empty.
+	Advice string
+	// Class is the reason class the report page names (spam, abuse, rate,
+	// access, list); "" lets the page derive it.
+	Class     string
+	File      string
+	Line, Col int
+	When      string
+	Then      Action
+	Shadow    bool
 	// Phase is the earliest SMTP phase at which every fact the rule reads
 	// is known; the rule runs there.
 	Phase Phase
@@ -536,7 +543,10 @@ func listEntries(n *yaml.Node, depth int) []*yaml.Node {
 	return out
 }
 
-var ruleKeys = []string{"name", "when", "then", "description", "mode"}
+var ruleKeys = []string{"name", "when", "then", "description", "advice", "class", "mode"}
+
+// ReasonClasses are the values of a rule's class: key.
+var ReasonClasses = []string{"spam", "abuse", "rate", "access", "list"}
 
 // loadRules reads a rules sequence; n counts the file's rules so far, for
 // derived names.
@@ -682,6 +692,14 @@ func (l *loader) fullForm(s *source, derived string, item *yaml.Node) {
 			then = v
 		case "description":
 			r.Description = v.Value
+		case "advice":
+			r.Advice = v.Value
+		case "class":
+			if !slices.Contains(ReasonClasses, v.Value) {
+				l.problems = append(l.problems, s.atNode(v, fmt.Sprintf("class %q: want spam, abuse, rate, access or list%s", v.Value, didYouMean(v.Value, ReasonClasses))))
+				bad = true
+			}
+			r.Class = v.Value
 		case "mode":
 			switch v.Value {
 			case "enforce", "":
@@ -692,7 +710,7 @@ func (l *loader) fullForm(s *source, derived string, item *yaml.Node) {
 				bad = true
 			}
 		default:
-			l.problems = append(l.problems, s.atNode(k, fmt.Sprintf("unknown rule key %q: a rule has name, when, then, description, mode%s", k.Value, didYouMean(k.Value, ruleKeys))))
+			l.problems = append(l.problems, s.atNode(k, fmt.Sprintf("unknown rule key %q: a rule has name, when, then, description, advice, class, mode%s", k.Value, didYouMean(k.Value, ruleKeys))))
 			bad = true
 		}
 	}

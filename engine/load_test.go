@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicemail/sluice/builtins"
 )
@@ -464,5 +465,32 @@ rules:
 	got = strings.Join(problems(t, "r.yaml", "thresholds: {reject: 5}\nrules: []\n---\nthresholds: {reject: 6}\n"), "\n")
 	if !strings.Contains(got, "r.yaml:4:1: thresholds are already defined at r.yaml:1:1") {
 		t.Errorf("thresholds twice: %s", got)
+	}
+}
+
+func TestRuleAdviceAndClass(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "r.yaml"), []byte("rules:\n  - name: a\n    when: size > 1\n    then: block 550 5.7.1 \"no\"\n    advice: Send less.\n    class: rate\n"), 0o644)
+	rs, err := LoadDir(dir, builtins.NewRegistry(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := rs.Rule("a"); r.Advice != "Send less." || r.Class != "rate" {
+		t.Errorf("rule %+v", r)
+	}
+	os.WriteFile(filepath.Join(dir, "r.yaml"), []byte("rules:\n  - name: a\n    when: size > 1\n    then: block 550 5.7.1 \"no\"\n    class: spammy\n"), 0o644)
+	if _, err := LoadDir(dir, builtins.NewRegistry(), Options{}); err == nil || !strings.Contains(err.Error(), `r.yaml:5:12: class "spammy"`) {
+		t.Errorf("bad class: %v", err)
+	}
+}
+
+func TestIDTime(t *testing.T) {
+	now := time.UnixMilli(1767225600123)
+	got, ok := IDTime(NewIDSource().Next(now))
+	if !ok || !got.Equal(now) {
+		t.Errorf("IDTime = %v %v, want %v", got, ok, now)
+	}
+	if _, ok := IDTime("not-an-id"); ok {
+		t.Error("IDTime accepted a bad id")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -162,4 +163,21 @@ func (s *IDSource) Next(now time.Time) string {
 		hi >>= 5
 	}
 	return string(out[:])
+}
+
+// IDTime is the time an id of IDSource.Next was stamped with: its first
+// ten digits hold the 48-bit millisecond time.
+func IDTime(id string) (time.Time, bool) {
+	if len(id) != 26 {
+		return time.Time{}, false
+	}
+	var ms uint64
+	for i := 0; i < 10; i++ {
+		d := strings.IndexByte(crockford, id[i])
+		if d < 0 {
+			return time.Time{}, false
+		}
+		ms = ms<<5 | uint64(d)
+	}
+	return time.UnixMilli(int64(ms)), true
 }

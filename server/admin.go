@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/store"
+	"github.com/sluicemail/sluice/web"
 )
 
 // AdminSocket is where the relay answers the CLI (`sluice list`) while it
@@ -79,6 +80,26 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 		}
 		reply(w, json.RawMessage(b), err)
 	})
+	mux.HandleFunc("GET /reviews", func(w http.ResponseWriter, r *http.Request) {
+		rvs, err := web.ListReviews(r.Context(), s.store, s.opts.Now())
+		reply(w, rvs, err)
+	})
+	mux.HandleFunc("GET /reviews/{id}", func(w http.ResponseWriter, r *http.Request) {
+		rv, err := web.GetReview(r.Context(), s.store, r.PathValue("id"))
+		replyReview(w, rv, err)
+	})
+	mux.HandleFunc("POST /reviews/{id}/answer", func(w http.ResponseWriter, r *http.Request) {
+		var a struct{ Text string }
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&a); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		rv, err := web.AnswerReview(r.Context(), s.store, r.PathValue("id"), a.Text, s.opts.Now())
+		if err == nil {
+			s.log.Info("review answered", "review", rv.ID, "decision", rv.Decision)
+		}
+		replyReview(w, rv, err)
+	})
 	// The holding area goes through the relay too, so that a release is
 	// delivered at once and the operator sees the state the relay has.
 	mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
@@ -140,6 +161,15 @@ func reply(w http.ResponseWriter, v any, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
+}
+
+// replyReview is reply with web.ErrNoReview as 404.
+func replyReview(w http.ResponseWriter, v any, err error) {
+	if errors.Is(err, web.ErrNoReview) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	reply(w, v, err)
 }
 
 // HeldMessage is a message in the holding area with its envelope.
@@ -291,4 +321,31 @@ func LookupDecision(ctx context.Context, st store.Store, id string) (*Decision, 
 	}
 	var d Decision
 	return &d, json.Unmarshal(b, &d)
+}
+
+// Reviews lists the review requests of report pages.
+func (a *AdminClient) Reviews(ctx context.Context) ([]web.Review, error) {
+	var rvs []web.Review
+	_, err := a.do(ctx, "GET", "/reviews", nil, &rvs)
+	return rvs, err
+}
+
+// Review fetches a review request; web.ErrNoReview if there is none.
+func (a *AdminClient) Review(ctx context.Context, id string) (*web.Review, error) {
+	var rv web.Review
+	code, err := a.do(ctx, "GET", "/reviews/"+url.PathEscape(id), nil, &rv)
+	if code == 404 {
+		return nil, web.ErrNoReview
+	}
+	return &rv, err
+}
+
+// AnswerReview records the operator's answer to a review request.
+func (a *AdminClient) AnswerReview(ctx context.Context, id, text string) (*web.Review, error) {
+	var rv web.Review
+	code, err := a.do(ctx, "POST", "/reviews/"+url.PathEscape(id)+"/answer", map[string]string{"text": text}, &rv)
+	if code == 404 {
+		return nil, web.ErrNoReview
+	}
+	return &rv, err
 }

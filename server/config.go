@@ -51,7 +51,9 @@ type Config struct {
 	Store    StoreConfig `yaml:"store"`
 	// Unsubscribe is the RFC 8058 one-click unsubscribe endpoint.
 	Unsubscribe UnsubscribeConfig `yaml:"unsubscribe"`
-	Accounts    []Account         `yaml:"accounts"`
+	// Web is the HTTP side: report pages, review requests (SPEC 8).
+	Web      WebConfig `yaml:"web"`
+	Accounts []Account `yaml:"accounts"`
 	// DNS is the resolver of the authentication checks (SPEC 6).
 	DNS DNSConfig `yaml:"dns"`
 	// OutboundIPs are the addresses the relay sends from, for
@@ -73,6 +75,43 @@ type Config struct {
 	// file (and the defaults derived from them) are relative to it, so a
 	// command run from anywhere acts on the same state as the relay.
 	base string
+}
+
+// WebConfig is the HTTP listener of report pages and review requests
+// (SPEC 8); the one-click unsubscribe links are served on it too.
+type WebConfig struct {
+	// Listen is the public HTTP address (put a TLS proxy in front of it).
+	Listen string `yaml:"listen"`
+	// AdminListen, when set, serves /metrics and the console, which
+	// Listen then does not.
+	AdminListen string `yaml:"admin_listen"`
+	// PublicURL is the base senders reach Listen by; when set, refusals
+	// by a rule or threshold carry a signed link to their report.
+	PublicURL string `yaml:"public_url"`
+	// LinkKey signs the links; relays sharing a store may leave it empty
+	// (a key kept in the store) or must set the same.
+	LinkKey string `yaml:"link_key"`
+	// ReportDays is how long a link works after the decision (default 30,
+	// as long as decision records are kept).
+	ReportDays int `yaml:"report_days"`
+	// PublicFacts are the facts a report page shows of a rule's evidence
+	// (default: web.DefaultPublicFacts, none naming addresses or lists).
+	PublicFacts []string `yaml:"public_facts"`
+}
+
+func (w *WebConfig) finish() error {
+	if w.PublicURL != "" && w.Listen == "" {
+		return errors.New("web: public_url needs listen, the address report pages are served on")
+	}
+	if w.PublicURL != "" && !strings.HasPrefix(w.PublicURL, "https://") && !strings.HasPrefix(w.PublicURL, "http://") {
+		return fmt.Errorf("web.public_url %q: want an http:// or https:// URL", w.PublicURL)
+	}
+	w.PublicURL = strings.TrimSuffix(w.PublicURL, "/")
+	if w.ReportDays < 0 {
+		return errors.New("web.report_days: want a number of days")
+	}
+	setDefault(&w.ReportDays, 30)
+	return nil
 }
 
 // DNSConfig is the resolver for checks.
@@ -369,6 +408,9 @@ func (c *Config) finish() error {
 		return err
 	}
 	if err := c.finishUnsubscribe(); err != nil {
+		return err
+	}
+	if err := c.Web.finish(); err != nil {
 		return err
 	}
 	c.users = map[string]*User{}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/mailauth"
 	"github.com/sluicemail/sluice/store"
 )
 
@@ -41,6 +42,41 @@ type Decision struct {
 	// Delivery is what became of an accepted message that could not be
 	// delivered and whose sender was not told (inbound mail).
 	Delivery string `json:"delivery,omitempty"`
+	// Outbound is the outbound fact for the message; nil in records
+	// taken outside the rules.
+	Outbound *bool `json:"outbound,omitempty"`
+	// RDNS is the client's PTR name when a rule needed it (it comes from
+	// the system's resolver, not the checks').
+	RDNS *string `json:"rdns,omitempty"`
+	// Auth are the authentication checks' results the rules used, and
+	// DNS the answers the checks got (SPEC 6): with them the decision is
+	// explained, and replayed as a fixture, without DNS.
+	Auth *DecisionAuth    `json:"auth,omitempty"`
+	DNS  *mailauth.DNSLog `json:"dns,omitempty"`
+}
+
+// DecisionAuth are the checks made for the message, each nil when no rule
+// needed it (none is made for the record).
+type DecisionAuth struct {
+	SPF   *AuthCheck `json:"spf,omitempty"`
+	DKIM  *AuthCheck `json:"dkim,omitempty"`
+	DMARC *AuthCheck `json:"dmarc,omitempty"`
+	ARC   *AuthCheck `json:"arc,omitempty"`
+}
+
+// AuthCheck is one check's result and why.
+type AuthCheck struct {
+	Result string `json:"result"`
+	// Domain is what SPF checked (mail_from's domain, or the HELO
+	// name), DMARC's From domain, a DKIM signature's d=.
+	Domain   string `json:"domain,omitempty"`
+	Selector string `json:"selector,omitempty"` // a DKIM signature's s=
+	Policy   string `json:"policy,omitempty"`   // DMARC's
+	// Domains are DKIM's d= that verified, or ARC's sealers, newest
+	// first.
+	Domains    []string    `json:"domains,omitempty"`
+	Detail     string      `json:"detail,omitempty"`
+	Signatures []AuthCheck `json:"signatures,omitempty"` // DKIM's, each
 }
 
 // DecisionHit is a rule that fired, with the facts it read: what the
@@ -67,6 +103,48 @@ func (s *Server) recordDecision(d Decision) {
 		s.metrics.StoreError("write")
 		s.log.Warn("store: decision record", "id", d.ID, "err", err.Error())
 	}
+}
+
+// addChecks puts into d what the checks computed for the current message
+// and the DNS answers they used.
+func (ci *connInfo) addChecks(d *Decision) {
+	outbound := ci.in.Outbound
+	d.Outbound = &outbound
+	d.DNS = ci.dns.Log()
+	if ci.txn == nil {
+		return
+	}
+	m := ci.txn.Message()
+	d.Auth = authRecord(m)
+	if f, ok := ci.s.reg.Fact("rdns"); ok && m.Known(f) {
+		if name, ok := m.Value(f).(string); ok {
+			d.RDNS = &name
+		}
+	}
+}
+
+func authRecord(m *builtins.Message) *DecisionAuth {
+	spf, dkim, dmarc, arc := m.AuthResults()
+	if spf == nil && dkim == nil && dmarc == nil && arc == nil {
+		return nil
+	}
+	a := &DecisionAuth{}
+	if spf != nil {
+		a.SPF = &AuthCheck{Result: spf.Result, Domain: spf.Domain, Detail: spf.Detail}
+	}
+	if dkim != nil {
+		a.DKIM = &AuthCheck{Result: dkim.Result, Domains: dkim.Domains}
+		for _, sig := range dkim.Signatures {
+			a.DKIM.Signatures = append(a.DKIM.Signatures, AuthCheck{Result: sig.Result, Domain: sig.Domain, Selector: sig.Selector, Detail: sig.Detail})
+		}
+	}
+	if dmarc != nil {
+		a.DMARC = &AuthCheck{Result: dmarc.Result, Domain: dmarc.Domain, Policy: dmarc.Policy, Detail: dmarc.Detail}
+	}
+	if arc != nil {
+		a.ARC = &AuthCheck{Result: arc.Result, Domains: arc.Domains, Detail: arc.Detail}
+	}
+	return a
 }
 
 func hitsOf(hs []engine.Hit) []DecisionHit {

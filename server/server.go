@@ -21,6 +21,7 @@ import (
 	"github.com/sluicemail/sluice/mailauth"
 	"github.com/sluicemail/sluice/metrics"
 	"github.com/sluicemail/sluice/store"
+	"github.com/sluicemail/sluice/web"
 )
 
 // Options are what a caller (the CLI, a test) gives a Server besides its
@@ -41,7 +42,8 @@ type Options struct {
 	// config's dns.servers). Tests point it at a DNS server on 127.0.0.1.
 	DNS mailauth.Resolver
 	// Metrics receives the relay's metrics (default: a new set, with a
-	// registry of its own).
+	// registry of its own); they are served at /metrics on
+	// web.admin_listen, else on web.listen.
 	Metrics *metrics.Metrics
 }
 
@@ -61,10 +63,13 @@ type Server struct {
 	// UnsubscribeAddr is where the unsubscribe endpoint listens, once
 	// started (nil when off).
 	UnsubscribeAddr net.Addr
-	throttle        atomic.Pointer[authThrottle]
-	dns             mailauth.Resolver
-	delivery        *deliverer
-	metrics         *metrics.Metrics
+	// WebAddr is where web.listen listens, once started (nil when off).
+	WebAddr  net.Addr
+	web      *web.Server
+	throttle atomic.Pointer[authThrottle]
+	dns      mailauth.Resolver
+	delivery *deliverer
+	metrics  *metrics.Metrics
 
 	mu       sync.Mutex
 	open     map[*trackedConn]bool
@@ -135,6 +140,9 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 		if s.unsubKey, err = unsubscribeKey(cfg); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.newWeb(cfg); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -225,14 +233,12 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 		}()
 		out = append(out, Listening{Addr: ln.Addr(), Mode: l.Mode})
 	}
-	var err error
-	if s.UnsubscribeAddr, err = s.serveUnsubscribe(ctx); err != nil {
+	webLs, err := s.startWeb(ctx)
+	if err != nil {
 		s.closeListeners()
 		return nil, err
 	}
-	if s.UnsubscribeAddr != nil {
-		out = append(out, Listening{Addr: s.UnsubscribeAddr, Mode: "unsubscribe (http)"})
-	}
+	out = append(out, webLs...)
 	if err := s.serveAdmin(ctx); err != nil {
 		s.log.Warn("admin socket not available; `sluice list` needs the relay stopped", "err", err.Error())
 	}
@@ -451,7 +457,7 @@ func (g *gate) admit(c net.Conn) {
 	if r := tc.info.connect(); r != nil && g.mode != "tls" {
 		// Refused before the greeting, as Postfix's smtpd_client_restrictions.
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "%d %s %s\r\n", r.Code, r.Enhanced, replyText(r.Text, r.ID))
+		fmt.Fprintf(c, "%d %s %s\r\n", r.Code, r.Enhanced, g.s.ruleText(r.Text, r.ID))
 		tc.Close()
 		return
 	}

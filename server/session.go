@@ -21,6 +21,7 @@ import (
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/internal/canon"
 	"github.com/sluicemail/sluice/internal/smtpaddr"
+	"github.com/sluicemail/sluice/mailauth"
 )
 
 // connInfo is one connection's evaluation state: the engine input and the
@@ -38,6 +39,9 @@ type connInfo struct {
 	in      *builtins.Input
 	txn     *engine.Txn
 	refused *engine.Reply // connect or helo phase refusal
+	// dns records the checks' lookups for the decision record: those of
+	// the connect and helo phases (Mark) and the current message's.
+	dns *mailauth.Recorder
 	// counts caches hourly_sent and daily_sent for transaction countsFor.
 	countsFor string
 	counts    []int
@@ -47,8 +51,8 @@ type connInfo struct {
 }
 
 func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
-	ci := &connInfo{s: s, ip: ip, mode: mode}
-	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, DNS: s.dns, Lists: storeLists{s: s, ci: ci}, Counters: ci, Session: ci}
+	ci := &connInfo{s: s, ip: ip, mode: mode, dns: mailauth.NewRecorder(s.dns)}
+	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, DNS: ci.dns, Lists: storeLists{s: s, ci: ci}, Counters: ci, Session: ci}
 	if ci.in.Resolver == nil {
 		ci.in.Resolver = defaultResolver{}
 	}
@@ -57,8 +61,10 @@ func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 
 // connect begins the transaction and runs the connect phase.
 func (ci *connInfo) connect() *engine.Reply {
+	ci.dns.Reset()
 	ci.txn = ci.s.rules.Current().Begin(context.Background(), ci.in)
 	ci.refused = ci.txn.Connect()
+	ci.dns.Mark()
 	ci.flush()
 	if ci.refused != nil {
 		ci.s.logRefusal(ci, "connect", ci.refused)
@@ -115,7 +121,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	ci := tc.info
 	if ci.refused != nil {
-		return nil, smtpError(ci.refused)
+		return nil, b.s.smtpError(ci.refused)
 	}
 	sess := &session{s: b.s, c: c, ci: ci, mode: b.mode, tc: tc}
 	ci.mu.Lock()
@@ -124,7 +130,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, errors.New("connection closed")
 	}
 	if r := sess.helo(); r != nil {
-		return nil, smtpError(r)
+		return nil, b.s.smtpError(r)
 	}
 	return sess, nil
 }
@@ -159,16 +165,14 @@ func (ss *session) helo() *engine.Reply {
 	if ss.ci.in.Helo == name && ss.ci.txn != nil {
 		return ss.ci.refused
 	}
+	ss.ci.dns.Rewind()
 	ss.ci.refused = ss.ci.txn.Helo(name)
+	ss.ci.dns.Mark()
 	ss.ci.flush()
 	if ss.ci.refused != nil {
 		ss.s.logRefusal(ss.ci, "helo", ss.ci.refused)
 	}
 	return ss.ci.refused
-}
-
-func smtpError(r *engine.Reply) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enhanced(r.Enhanced), Message: replyText(r.Text, r.ID)}
 }
 
 func enhanced(s string) smtp.EnhancedCode {
@@ -311,10 +315,10 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return errAborted
 	}
 	if r := ss.ci.renew(); r != nil {
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	if r := ss.helo(); r != nil { // a later EHLO may have changed the name
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	cfg := ss.s.cfg.Load()
 	id := ss.ci.txn.ID()
@@ -335,7 +339,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			ss.s.log.Info("decision", "id", id, "phase", "mail", "action", "reject", "code", 550, "user", ss.user.Name, "mail_from", from, "reason", "account disabled")
 			ss.s.recordDecision(Decision{ID: id, User: ss.user.Name, IP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, From: from, Phase: "mail",
 				Action: "reject", Code: 550, Enhanced: "5.7.1", Text: text + " (account " + ss.user.account.Name + " is disabled)"})
-			return ss.refuse(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: replyText(text, id)})
+			return ss.refuse(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: ss.s.ruleText(text, id)})
 		}
 	}
 	if opts != nil && opts.Size > cfg.Limits.MaxMessageBytes {
@@ -345,12 +349,13 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.ci.in.Outbound = ss.user != nil || cfg.mayRelayFrom(ss.ci.ip)
 	ss.ci.in.OutboundIPs = cfg.outboundIPs
 	clear(ss.ci.pending)
+	ss.ci.dns.Rewind()
 	r := ss.ci.txn.Mail(from)
 	ss.ci.flush()
 	if r != nil {
 		ss.s.logRefusal(ss.ci, "mail", r)
 		ss.ci.txn.Reset()
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	ss.from, ss.rcpts, ss.inTxn, ss.utf8 = from, nil, true, opts != nil && opts.UTF8
 	ss.tc.busy.Store(true)
@@ -384,7 +389,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	ss.ci.flush()
 	if r != nil {
 		ss.s.logRefusal(ss.ci, "rcpt", r, "rcpt", to)
-		return ss.refuse(smtpError(r))
+		return ss.refuse(ss.s.smtpError(r))
 	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
@@ -451,7 +456,7 @@ func (ss *session) Data(r io.Reader) error {
 	ss.ci.flush()
 	ss.s.logDecision(ss.ci, v, ss.from, ss.rcpts, len(raw))
 	if v.Refused() {
-		return ss.refuse(&smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: replyText(v.Text, v.ID)})
+		return ss.refuse(&smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: ss.s.ruleText(v.Text, v.ID)})
 	}
 	msg := ss.s.stamp(ss, v, raw)
 	env := &Envelope{
@@ -585,6 +590,7 @@ func (s *Server) logRefusal(ci *connInfo, phase string, r *engine.Reply, kv ...a
 		v := ci.txn.Verdict()
 		d.Fired, d.Score = hitsOf(v.Hits), v.Score
 	}
+	ci.addChecks(&d)
 	s.recordDecision(d)
 	args := []any{"id", r.ID, "phase", phase, "action", r.Action, "code", r.Code, "enhanced", r.Enhanced, "rule", r.Rule,
 		"client_ip", ci.in.ClientIP, "helo", ci.in.Helo, "user", ci.in.SMTPUser, "mail_from", ci.in.MailFrom}
@@ -592,8 +598,10 @@ func (s *Server) logRefusal(ci *connInfo, phase string, r *engine.Reply, kv ...a
 }
 
 func (s *Server) logDecision(ci *connInfo, v *engine.Verdict, from string, rcpts []string, size int) {
-	s.recordDecision(Decision{ID: v.ID, User: ci.in.SMTPUser, IP: ci.in.ClientIP, Helo: ci.in.Helo, From: from, Rcpts: rcpts,
-		Phase: v.Phase, Action: v.Action, Code: v.Code, Enhanced: v.Enhanced, Text: v.Text, Score: v.Score, Rule: v.Rule, Fired: hitsOf(v.Hits)})
+	d := Decision{ID: v.ID, User: ci.in.SMTPUser, IP: ci.in.ClientIP, Helo: ci.in.Helo, From: from, Rcpts: rcpts,
+		Phase: v.Phase, Action: v.Action, Code: v.Code, Enhanced: v.Enhanced, Text: v.Text, Score: v.Score, Rule: v.Rule, Fired: hitsOf(v.Hits)}
+	ci.addChecks(&d)
+	s.recordDecision(d)
 	fired := make([]any, 0, len(v.Hits))
 	for _, h := range v.Hits {
 		fired = append(fired, map[string]any{"rule": h.Rule, "score": h.Score, "shadow": h.Shadow})

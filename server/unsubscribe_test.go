@@ -63,9 +63,4 @@ func TestOneClickUnsubscribe(t *testing.T) {
 	if _, err := send(c2, "y@other.test", []string{"bob@example.org"}, message("y@other.test", "bob@example.org", "other")); err != nil {
 		t.Errorf("another account's mail: %v", err)
 	}
-	// An expired link.
-	old := unsubscribeToken(r.srv.unsubKey, "carol@example.org", "acme", time.Now().Add(-time.Hour))
-	if _, _, err := checkUnsubscribeToken(r.srv.unsubKey, old, time.Now()); err != errExpiredToken {
-		t.Errorf("expired token: %v", err)
-	}
 }

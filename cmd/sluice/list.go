@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -167,9 +168,18 @@ func cmdDecision(args []string, stdout, stderr io.Writer) int {
 	if d.Delivery != "" {
 		fmt.Fprintf(stdout, "delivery: %s\n", d.Delivery)
 	}
+	writeAuth(stdout, d.Auth)
+	writeHits(stdout, d)
+	writeContext(stdout, d)
+	return 0
+}
+
+// writeHits prints the rules that fired with their evidence, as explain
+// does.
+func writeHits(stdout io.Writer, d *server.Decision) {
 	if len(d.Fired) == 0 {
 		fmt.Fprintln(stdout, "\nno rule fired")
-		return 0
+		return
 	}
 	hits := make([]engine.Hit, len(d.Fired))
 	for i, h := range d.Fired {
@@ -186,7 +196,78 @@ func cmdDecision(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	ruletest.WriteHits(stdout, hits)
-	return 0
+}
+
+// writeAuth prints the authentication checks the rules used, and why each
+// came out as it did.
+func writeAuth(w io.Writer, a *server.DecisionAuth) {
+	if a == nil {
+		return
+	}
+	fmt.Fprintln(w, "\nauthentication:")
+	line := func(name string, c *server.AuthCheck, what ...string) {
+		fmt.Fprintf(w, "  %-7s %s", name, c.Result)
+		for i := 0; i+1 < len(what); i += 2 {
+			if what[i+1] != "" {
+				fmt.Fprintf(w, " %s=%s", what[i], what[i+1])
+			}
+		}
+		if c.Detail != "" {
+			fmt.Fprintf(w, " (%s)", c.Detail)
+		}
+		fmt.Fprintln(w)
+	}
+	if c := a.SPF; c != nil {
+		line("spf:", c, "domain", c.Domain)
+	}
+	if c := a.DKIM; c != nil {
+		line("dkim:", c, "passed", strings.Join(c.Domains, ","))
+		for _, sig := range c.Signatures {
+			line("", &sig, "d", sig.Domain, "s", sig.Selector)
+		}
+	}
+	if c := a.DMARC; c != nil {
+		line("dmarc:", c, "from", c.Domain, "policy", c.Policy)
+	}
+	if c := a.ARC; c != nil {
+		line("arc:", c, "sealers", strings.Join(c.Domains, ","))
+	}
+}
+
+// writeContext prints the session as the rules saw it, with the DNS
+// answers the checks got, as a fixture's context: pasted into a file, it
+// replays the decision offline (sluice explain --context FILE MESSAGE.eml).
+// Records taken outside the rules have none.
+func writeContext(w io.Writer, d *server.Decision) {
+	if d.Outbound == nil && d.DNS == nil {
+		return
+	}
+	q := func(s string) string {
+		b, _ := json.Marshal(s)
+		return string(b)
+	}
+	fmt.Fprintln(w, "\n# to replay offline, save what follows as FILE: sluice explain --context FILE MESSAGE.eml")
+	fmt.Fprintf(w, "context:\n  client_ip: %s\n  helo: %s\n  mail_from: %s\n", q(d.IP), q(d.Helo), q(d.From))
+	if len(d.Rcpts) > 0 {
+		rcpts := make([]string, len(d.Rcpts))
+		for i, r := range d.Rcpts {
+			rcpts[i] = q(r)
+		}
+		fmt.Fprintf(w, "  rcpts: [%s]\n", strings.Join(rcpts, ", "))
+	}
+	if d.RDNS != nil {
+		fmt.Fprintf(w, "  rdns: %s\n", q(*d.RDNS))
+	}
+	if d.User != "" {
+		fmt.Fprintf(w, "  smtp_user: %s\n", q(d.User))
+	}
+	if d.Outbound != nil {
+		fmt.Fprintf(w, "  outbound: %v\n", *d.Outbound)
+	}
+	if d.DNS != nil {
+		fmt.Fprintln(w, "  dns:")
+		d.DNS.WriteYAML(w, "    ")
+	}
 }
 
 // decisionScore is the message's score; records from before refusals

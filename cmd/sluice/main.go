@@ -31,6 +31,8 @@ usage:
   sluice list show NAME [KEY] | add NAME KEY [--reason TEXT] [--for 7d] | remove NAME KEY [--config FILE]
                                                       the dynamic lists: bounces, unsubscribes, blocked, ...
   sluice decision ID [--config FILE]                  what the relay decided, and why, for an id quoted in a refusal
+  sluice review list|show ID|answer ID [--text TEXT] [--config FILE]
+                                                      review requests senders made on report pages
   sluice passwd < PASSWORD                            print a bcrypt hash for the config's password_hash
   sluice check [DIR] | --config FILE                  load and type-check a rules directory (or a config and its rules)
   sluice test [--rules DIR] [--junit FILE] [--coverage] [-v] PATH...
@@ -68,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdList(rest, stdout, stderr)
 	case "decision":
 		return cmdDecision(rest, stdout, stderr)
+	case "review":
+		return cmdReview(rest, os.Stdin, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(rest, os.Stdin, stdout, stderr)
 	case "check":
