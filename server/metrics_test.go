@@ -175,3 +175,25 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+// TestMetricsOnWebListener: /metrics is served on web.admin_listen when it
+// is set, and then not on web.listen (SPEC 8).
+func TestMetricsOnWebListener(t *testing.T) {
+	k := newSink(t)
+	cfg := testConfig(t, k)
+	pub, admin := freePort(t), freePort(t)
+	cfg.Web = WebConfig{Listen: pub, AdminListen: admin}
+	r := startRelay(t, cfg, testRules)
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	if _, err := send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, "http://"+admin+"/metrics")
+	if code != 200 || !strings.Contains(body, "sluice_decisions_total{action=\"accept\"} 1\n") {
+		t.Errorf("GET /metrics on web.admin_listen: %d\n%s", code, body)
+	}
+	if code, _ := get(t, "http://"+pub+"/metrics"); code == 200 {
+		t.Errorf("GET /metrics on web.listen with an admin listener: %d, want it refused", code)
+	}
+}
