@@ -5,6 +5,7 @@ import (
 	"context"
 	"mime"
 	"net/mail"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -76,17 +77,28 @@ func (c consoleRelay) DeleteHeld(_ context.Context, id string) error {
 	return c.s.spool.Remove(AreaHold, id)
 }
 
-// ListNames are the lists the rules' list actions fill, and the allow
-// list.
+// inList finds the constant list names a rule's expression reads.
+var inList = regexp.MustCompile(`in_list\(\s*"([^"\\]+)"`)
+
+// ListNames are the lists the rules read (in_list with a constant name)
+// or fill (list actions), and the allow list.
 func (c consoleRelay) ListNames() []string {
 	var out []string
-	for _, r := range c.s.rules.Current().Rules() {
-		if r.Then.Kind == engine.ActList && !slices.Contains(out, r.Then.List) {
-			out = append(out, r.Then.List)
+	add := func(l string) {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
 		}
 	}
-	if a := c.s.cfg.Load().Web.AllowList; a != "" && !slices.Contains(out, a) {
-		out = append(out, a)
+	for _, r := range c.s.rules.Current().Rules() {
+		if r.Then.Kind == engine.ActList {
+			add(r.Then.List)
+		}
+		for _, m := range inList.FindAllStringSubmatch(r.When, -1) {
+			add(m[1])
+		}
+	}
+	if a := c.s.cfg.Load().Web.AllowList; a != "" {
+		add(a)
 	}
 	slices.Sort(out)
 	return out
