@@ -21,7 +21,7 @@ test: deps fmt-check vet unit fixtures
 # ARC signer and verifier that is not ours; its arcsign command is how we
 # see it is there). Each entry is what-to-test:package, the test a command
 # or a file.
-DEB_DEPS := swaks:swaks redis-server:redis-server /usr/lib/python3/dist-packages/spf.py:python3-spf /usr/lib/python3/dist-packages/dns/resolver.py:python3-dnspython arcsign:python3-dkim
+DEB_DEPS := swaks:swaks redis-server:redis-server /usr/lib/python3/dist-packages/spf.py:python3-spf /usr/lib/python3/dist-packages/dns/resolver.py:python3-dnspython arcsign:python3-dkim chromium:chromium
 deps:
 	@missing=""; for d in $(DEB_DEPS); do t=$${d%%:*}; command -v $$t >/dev/null 2>&1 || [ -e "$$t" ] || missing="$$missing $${d#*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -38,7 +38,7 @@ vet:
 	$(GO) vet $(PKGS)
 
 unit:
-	$(GO) test -race -count=1 $(PKGS)
+	SLUICE_REQUIRE_CHROMIUM=1 $(GO) test -race -count=1 $(PKGS)
 
 fixtures: build
 	$(SLUICE) check rules.d

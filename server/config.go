@@ -97,9 +97,55 @@ type WebConfig struct {
 	// PublicFacts are the facts a report page shows of a rule's evidence
 	// (default: web.DefaultPublicFacts, none naming addresses or lists).
 	PublicFacts []string `yaml:"public_facts"`
+	// Admins may log in to the console; without any the console is off.
+	Admins []WebAdmin `yaml:"admins"`
+	// TrustedProxies are the addresses (CIDR or IP) of TLS proxies whose
+	// X-Forwarded-Proto: https marks the session cookie Secure and whose
+	// X-Forwarded-For names the client that login throttling counts.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AllowList is the list a review's "allow" adds the sender to
+	// (default "allow").
+	AllowList string `yaml:"allow_list"`
+
+	trustedProxies []netip.Prefix
+}
+
+// WebAdmin is an operator of the console; PasswordHash is a bcrypt hash
+// (`sluice passwd`).
+type WebAdmin struct {
+	Name         string `yaml:"name"`
+	PasswordHash string `yaml:"password_hash"`
 }
 
 func (w *WebConfig) finish() error {
+	seen := map[string]bool{}
+	for _, a := range w.Admins {
+		if a.Name == "" || seen[a.Name] {
+			return fmt.Errorf("web.admins: name %q empty or repeated", a.Name)
+		}
+		seen[a.Name] = true
+		if _, err := bcrypt.Cost([]byte(a.PasswordHash)); err != nil {
+			return fmt.Errorf("web.admins %s: password_hash is not a bcrypt hash (sluice passwd makes one)", a.Name)
+		}
+	}
+	if len(w.Admins) > 0 && w.Listen == "" && w.AdminListen == "" {
+		return errors.New("web.admins: the console needs web.listen or web.admin_listen")
+	}
+	if w.AllowList == "" {
+		w.AllowList = "allow"
+	}
+	w.trustedProxies = nil
+	for _, p := range w.TrustedProxies {
+		pf, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, err2 := netip.ParseAddr(p)
+			if err2 != nil {
+				return fmt.Errorf("web.trusted_proxies %q: want an address or CIDR prefix", p)
+			}
+			pf = netip.PrefixFrom(a, a.BitLen())
+		}
+		w.trustedProxies = append(w.trustedProxies, pf)
+	}
 	if w.PublicURL != "" && w.Listen == "" {
 		return errors.New("web: public_url needs listen, the address report pages are served on")
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	"github.com/emersion/go-smtp"
 
@@ -13,7 +14,7 @@ import (
 // newWeb builds the HTTP side when the config asks for it: report pages
 // (web.listen) and the one-click unsubscribe endpoint.
 func (s *Server) newWeb(cfg *Config) error {
-	if cfg.Web.Listen == "" && cfg.Unsubscribe.Listen == "" {
+	if cfg.Web.Listen == "" && cfg.Web.AdminListen == "" && cfg.Unsubscribe.Listen == "" {
 		return nil
 	}
 	var key []byte
@@ -25,12 +26,16 @@ func (s *Server) newWeb(cfg *Config) error {
 			return err
 		}
 	}
+	var console http.Handler
+	if c := s.newConsole(cfg); c != nil {
+		console = c
+	}
 	w, err := web.New(web.Options{
 		Listen: cfg.Web.Listen, AdminListen: cfg.Web.AdminListen, PublicURL: cfg.Web.PublicURL,
 		LinkKey: key, ReportDays: cfg.Web.ReportDays, PublicFacts: cfg.Web.PublicFacts,
 		Store: s.store, Decision: s.webDecision, Rule: s.webRule,
 		Unsubscribe: web.Unsubscribe{Listen: cfg.Unsubscribe.Listen, Key: s.unsubKey, Add: s.unsubscribed},
-		Metrics:     s.MetricsHandler(), Now: s.opts.Now, Log: s.log,
+		Metrics:     s.MetricsHandler(), Console: console, Now: s.opts.Now, Log: s.log,
 	})
 	s.web = w
 	return err

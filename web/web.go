@@ -78,6 +78,16 @@ type Decision struct {
 	Score    float64
 	Rule     string
 	Fired    []Hit
+
+	// What the console shows besides (as explain does).
+	User, IP, Helo, Delivery string
+	Rcpts                    []string
+	Auth                     []AuthResult
+}
+
+// AuthResult is one authentication check's result in a decision.
+type AuthResult struct {
+	Check, Result, Domain, Detail string
 }
 
 // Hit is a rule that fired, with the facts it read.
@@ -87,6 +97,8 @@ type Hit struct {
 	Score    float64
 	Shadow   bool
 	Evidence []engine.Evidence
+	// Phase and Rcpt (of a per-recipient rule), for the console.
+	Phase, Rcpt string
 }
 
 // Rule is what a report page says of a rule.
