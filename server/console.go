@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"mime"
 	"net/mail"
 	"regexp"
@@ -145,6 +146,59 @@ func (c consoleRelay) Decision(ctx context.Context, id string) (*web.Decision, e
 			}
 			out.Auth = append(out.Auth, web.AuthResult{Check: x.name, Result: x.c.Result, Domain: dom, Detail: x.c.Detail})
 		}
+	}
+	return out, nil
+}
+
+// SearchDecisions walks the index of recent decisions, newest first.
+func (c consoleRelay) SearchDecisions(ctx context.Context, q web.DecisionQuery, offset, limit int) ([]web.DecisionSummary, bool, error) {
+	var out []web.DecisionSummary
+	more, skip := false, offset
+	err := c.s.store.IndexScan(ctx, decisionIndex, q.From, q.To, func(e store.IndexEntry) bool {
+		var de decisionEntry
+		if json.Unmarshal(e.Data, &de) != nil {
+			return true
+		}
+		d := web.DecisionSummary{ID: e.ID, At: e.At, From: de.From, HeaderFrom: de.HeaderFrom, Rcpts: de.Rcpts, Phase: de.Phase,
+			Action: de.Action, Code: de.Code, Rule: de.Rule, Rules: de.Fired, User: de.User, IP: de.IP}
+		if !q.Match(d) {
+			return true
+		}
+		if skip > 0 {
+			skip--
+			return true
+		}
+		if len(out) == limit {
+			more = true
+			return false
+		}
+		out = append(out, d)
+		return q.ID == "" || len(out) == 0 // an id is one decision
+	})
+	return out, more, err
+}
+
+// Queue lists this node's queue area.
+func (c consoleRelay) Queue(context.Context) ([]web.Queued, error) {
+	s := c.s
+	ids, err := s.spool.List(AreaQueue)
+	if err != nil {
+		return nil, err
+	}
+	node := s.cfg.Load().Hostname
+	out := []web.Queued{}
+	for _, id := range ids {
+		e, err := s.spool.Envelope(AreaQueue, id)
+		if err != nil {
+			continue // delivered meanwhile
+		}
+		q := web.Queued{ID: e.ID, From: e.From, User: e.User, Received: e.Received, Size: e.Size, Attempts: e.Attempts,
+			NextAttempt: e.NextAttempt, Node: node}
+		for _, r := range e.Rcpts {
+			q.Rcpts = append(q.Rcpts, web.QueuedRcpt{Addr: r.Addr, Status: r.Status, Detail: r.Detail, Remote: r.Remote,
+				Code: r.Code, Enhanced: r.Enhanced, At: r.At})
+		}
+		out = append(out, q)
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,21 +25,23 @@ import (
 // customer quotes the id of a refusal, and how a bounce or complaint that
 // comes back days later is charged to the sender of the original message.
 type Decision struct {
-	ID       string        `json:"id"`
-	At       time.Time     `json:"at"`
-	User     string        `json:"user,omitempty"`
-	IP       string        `json:"ip,omitempty"`
-	Helo     string        `json:"helo,omitempty"`
-	From     string        `json:"from"`
-	Rcpts    []string      `json:"rcpts,omitempty"`
-	Phase    string        `json:"phase"`
-	Action   string        `json:"action"`
-	Code     int           `json:"code"`
-	Enhanced string        `json:"enhanced,omitempty"`
-	Text     string        `json:"text,omitempty"`
-	Score    float64       `json:"score"`
-	Rule     string        `json:"rule,omitempty"`
-	Fired    []DecisionHit `json:"fired,omitempty"`
+	ID   string    `json:"id"`
+	At   time.Time `json:"at"`
+	User string    `json:"user,omitempty"`
+	IP   string    `json:"ip,omitempty"`
+	Helo string    `json:"helo,omitempty"`
+	From string    `json:"from"`
+	// HeaderFrom is the From header's address, once DATA was read.
+	HeaderFrom string        `json:"header_from,omitempty"`
+	Rcpts      []string      `json:"rcpts,omitempty"`
+	Phase      string        `json:"phase"`
+	Action     string        `json:"action"`
+	Code       int           `json:"code"`
+	Enhanced   string        `json:"enhanced,omitempty"`
+	Text       string        `json:"text,omitempty"`
+	Score      float64       `json:"score"`
+	Rule       string        `json:"rule,omitempty"`
+	Fired      []DecisionHit `json:"fired,omitempty"`
 	// Delivery is what became of an accepted message that could not be
 	// delivered and whose sender was not told (inbound mail).
 	Delivery string `json:"delivery,omitempty"`
@@ -93,6 +96,28 @@ type DecisionHit struct {
 
 const decisionTTL = 30 * 24 * time.Hour
 
+// The store cannot list records: the console searches this index of the
+// recent decisions instead, kept as long as the records and capped.
+const (
+	decisionIndex    = "decisions"
+	decisionIndexMax = 100_000
+)
+
+// decisionEntry is a decision's line in the index: what a search matches
+// on and lists, never message content.
+type decisionEntry struct {
+	From       string   `json:"f,omitempty"`
+	HeaderFrom string   `json:"hf,omitempty"`
+	Rcpts      []string `json:"r,omitempty"`
+	Phase      string   `json:"p,omitempty"`
+	Action     string   `json:"a"`
+	Code       int      `json:"c,omitempty"`
+	Rule       string   `json:"ru,omitempty"`
+	Fired      []string `json:"fi,omitempty"`
+	User       string   `json:"u,omitempty"`
+	IP         string   `json:"ip,omitempty"`
+}
+
 func (s *Server) recordDecision(d Decision) {
 	s.countDecision(d)
 	d.At = s.opts.Now().UTC()
@@ -102,6 +127,19 @@ func (s *Server) recordDecision(d Decision) {
 	if err := s.store.Put(ctx, "decision", d.ID, b, decisionTTL); err != nil {
 		s.metrics.StoreError("write")
 		s.log.Warn("store: decision record", "id", d.ID, "err", err.Error())
+		return
+	}
+	ie := decisionEntry{From: d.From, HeaderFrom: d.HeaderFrom, Rcpts: d.Rcpts, Phase: d.Phase, Action: d.Action,
+		Code: d.Code, Rule: d.Rule, User: d.User, IP: d.IP}
+	for _, h := range d.Fired {
+		if !slices.Contains(ie.Fired, h.Rule) {
+			ie.Fired = append(ie.Fired, h.Rule)
+		}
+	}
+	b, _ = json.Marshal(ie)
+	if err := s.store.IndexAdd(ctx, decisionIndex, store.IndexEntry{At: d.At, ID: d.ID, Data: b}, decisionIndexMax, decisionTTL); err != nil {
+		s.metrics.StoreError("write")
+		s.log.Warn("store: decision index", "id", d.ID, "err", err.Error())
 	}
 }
 
@@ -116,6 +154,9 @@ func (ci *connInfo) addChecks(d *Decision) {
 	}
 	m := ci.txn.Message()
 	d.Auth = authRecord(m)
+	if m.Input().Raw != nil {
+		d.HeaderFrom = m.Header().From()
+	}
 	if f, ok := ci.s.reg.Fact("rdns"); ok && m.Known(f) {
 		if name, ok := m.Value(f).(string); ok {
 			d.RDNS = &name

@@ -239,3 +239,85 @@ func TestDistinct(t *testing.T) {
 		}
 	})
 }
+
+func TestIndex(t *testing.T) {
+	contract(t, func(t *testing.T, s Store) {
+		const max = 200
+		add := func(name string, i int, at time.Time) {
+			t.Helper()
+			e := IndexEntry{At: at, ID: fmt.Sprintf("id%04d", i), Data: []byte(fmt.Sprintf(`{"n":%d}`, i))}
+			if err := s.IndexAdd(bg, name, e, max, 30*day); err != nil {
+				t.Fatal(err)
+			}
+		}
+		scan := func(name string, from, to time.Time) []IndexEntry {
+			t.Helper()
+			var out []IndexEntry
+			if err := s.IndexScan(bg, name, from, to, func(e IndexEntry) bool { out = append(out, e); return true }); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		// 1,100 entries a second apart, several sharing a time (same
+		// second: kept apart by id), in a shuffled order.
+		const n = 1100
+		for i := range n {
+			j := (i * 7) % n
+			add("decisions", j, t0.Add(time.Duration(j/2)*time.Second))
+		}
+		all := scan("decisions", time.Time{}, time.Time{})
+		if len(all) > max || len(all) < max-max/100 {
+			t.Fatalf("%d entries kept, want at most %d and at least %d", len(all), max, max-max/100)
+		}
+		for i, e := range all {
+			want := n - 1 - i
+			if e.ID != fmt.Sprintf("id%04d", want) || string(e.Data) != fmt.Sprintf(`{"n":%d}`, want) || !e.At.Equal(t0.Add(time.Duration(want/2)*time.Second)) {
+				t.Fatalf("entry %d: %s %s %s, want id%04d newest first", i, e.ID, e.Data, e.At, want)
+			}
+		}
+		// a time range, bounds included, and stopping early
+		got := scan("decisions", t0.Add(500*time.Second), t0.Add(520*time.Second))
+		if len(got) != 42 || got[0].ID != "id1041" || got[41].ID != "id1000" {
+			t.Errorf("range: %d entries, %v ... ", len(got), got[:min(2, len(got))])
+		}
+		k := 0
+		s.IndexScan(bg, "decisions", time.Time{}, time.Time{}, func(IndexEntry) bool { k++; return k < 3 })
+		if k != 3 {
+			t.Errorf("scan went on after fn said stop: %d calls", k)
+		}
+		if got := scan("other", time.Time{}, time.Time{}); len(got) != 0 {
+			t.Errorf("indexes are not separate: %d", len(got))
+		}
+		// by age: an entry 31 days newer drops the old ones
+		add("aging", 1, t0)
+		add("aging", 2, t0.Add(29*day))
+		add("aging", 3, t0.Add(31*day))
+		if got := scan("aging", time.Time{}, time.Time{}); len(got) != 2 || got[0].ID != "id0003" || got[1].ID != "id0002" {
+			t.Errorf("after 31 days: %v", got)
+		}
+		if err := s.IndexAdd(bg, "", IndexEntry{At: t0, ID: "x"}, max, 0); err == nil {
+			t.Error("an index without a name was accepted")
+		}
+	})
+}
+
+// TestIndexSurvivesRestart: the embedded store counts an index it reopens,
+// so its cap holds across restarts.
+func TestIndexSurvivesRestart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	for round := range 3 {
+		s, err := OpenEmbedded(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 80 {
+			s.IndexAdd(bg, "d", IndexEntry{At: t0.Add(time.Duration(round*80+i) * time.Second), ID: fmt.Sprint(round*80 + i)}, 100, 0)
+		}
+		n := 0
+		s.IndexScan(bg, "d", time.Time{}, time.Time{}, func(IndexEntry) bool { n++; return true })
+		if want := min(80*(round+1), 100); n > want || n < min(want, 99) {
+			t.Errorf("round %d: %d entries", round, n)
+		}
+		s.Close()
+	}
+}

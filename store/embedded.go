@@ -19,6 +19,9 @@ import (
 type Embedded struct {
 	db    *pebble.DB
 	locks [256]sync.Mutex // counters are read-modify-write: one lock per key stripe
+
+	indexMu sync.Mutex
+	indexes map[string]*embeddedIndex
 }
 
 // Key spaces.

@@ -64,6 +64,8 @@ type Store interface {
 	Put(ctx context.Context, kind, id string, data []byte, ttl time.Duration) error
 	Get(ctx context.Context, kind, id string) ([]byte, error)
 
+	Indexer
+
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	Close() error
@@ -131,3 +133,31 @@ func checkList(list, key string) error {
 	}
 	return nil
 }
+
+// IndexEntry is one line of an index: a small summary of a record (never
+// message content) by time, so that records, which the store cannot list,
+// can be searched.
+type IndexEntry struct {
+	At   time.Time `json:"at"`
+	ID   string    `json:"id"`
+	Data []byte    `json:"data,omitempty"`
+}
+
+// Indexer is a store that keeps capped, time-ordered indexes: append-only
+// logs of small entries, trimmed by count and by age, shared (on Redis)
+// by every relay using the store.
+type Indexer interface {
+	// IndexAdd appends e to the index name, then drops entries older
+	// than e.At-maxAge and the oldest beyond the newest max. The
+	// embedded store trims in batches: it may keep as few as
+	// max-max/100 entries after a trim, never more than max.
+	IndexAdd(ctx context.Context, name string, e IndexEntry, max int, maxAge time.Duration) error
+	// IndexScan calls fn with the entries of name whose time is within
+	// [from, to] (a zero bound is open), newest first, until fn returns
+	// false.
+	IndexScan(ctx context.Context, name string, from, to time.Time, fn func(IndexEntry) bool) error
+}
+
+// indexKeep is how many entries survive a count trim of an index capped at
+// max (see Indexer.IndexAdd).
+func indexKeep(max int) int { return max - max/100 }

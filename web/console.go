@@ -73,6 +73,12 @@ type Relay interface {
 	ListRemove(ctx context.Context, list, key string) (bool, error)
 	// Decision reads a decision record; nil, nil when it is gone.
 	Decision(ctx context.Context, id string) (*Decision, error)
+	// SearchDecisions lists the recent decisions matching q, newest
+	// first, skipping the first offset matches and returning at most
+	// limit; more says whether there were further matches.
+	SearchDecisions(ctx context.Context, q DecisionQuery, offset, limit int) (found []DecisionSummary, more bool, err error)
+	// Queue lists the messages waiting for delivery, oldest first.
+	Queue(ctx context.Context) ([]Queued, error)
 	Reviews(ctx context.Context) ([]Review, error)
 	Review(ctx context.Context, id string) (*Review, error)
 	AnswerReview(ctx context.Context, id, text string) (*Review, error)
@@ -156,6 +162,8 @@ func NewConsole(opts ConsoleOptions) *Console {
 	mux.HandleFunc("GET /lists", c.auth(c.listsPage))
 	mux.HandleFunc("POST /lists", c.auth(c.listsAct))
 	mux.HandleFunc("GET /decision", c.auth(c.decisionPage))
+	mux.HandleFunc("GET /search", c.auth(c.searchPage))
+	mux.HandleFunc("GET /queue", c.auth(c.queuePage))
 	mux.HandleFunc("GET /rules", c.auth(c.rulesPage))
 	c.mux = mux
 	return c

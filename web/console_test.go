@@ -29,6 +29,8 @@ type fakeRelay struct {
 	lists    map[string][]store.Entry
 	reviews  []Review
 	dec      map[string]*Decision
+	found    []DecisionSummary // newest first
+	queue    []Queued
 }
 
 func (f *fakeRelay) Held(context.Context) ([]Held, error) {
@@ -83,7 +85,18 @@ func (f *fakeRelay) ListRemove(_ context.Context, l, k string) (bool, error) {
 	return false, nil
 }
 func (f *fakeRelay) Decision(_ context.Context, id string) (*Decision, error) { return f.dec[id], nil }
-func (f *fakeRelay) Reviews(context.Context) ([]Review, error)                { return f.reviews, nil }
+func (f *fakeRelay) SearchDecisions(_ context.Context, q DecisionQuery, offset, limit int) ([]DecisionSummary, bool, error) {
+	var out []DecisionSummary
+	for _, d := range f.found {
+		if q.Match(d) {
+			out = append(out, d)
+		}
+	}
+	out = out[min(offset, len(out)):]
+	return out[:min(limit, len(out))], len(out) > limit, nil
+}
+func (f *fakeRelay) Queue(context.Context) ([]Queued, error)   { return f.queue, nil }
+func (f *fakeRelay) Reviews(context.Context) ([]Review, error) { return f.reviews, nil }
 func (f *fakeRelay) Review(_ context.Context, id string) (*Review, error) {
 	for _, r := range f.reviews {
 		if r.ID == id {
