@@ -38,7 +38,10 @@ type Metrics struct {
 	dnsDuration *prometheus.HistogramVec
 
 	lastGoodReload prometheus.Gauge
-	spoolErrors    prometheus.Counter
+	// spoolErrors counts scrapes that could not read the spool; the state
+	// collector reports it itself, so a scrape always shows its own failure
+	// (collectors are gathered concurrently).
+	spoolErrors atomic.Uint64
 
 	spool atomic.Pointer[func() (SpoolState, error)]
 	rules atomic.Pointer[func() RulesState]
@@ -117,11 +120,7 @@ func New() *Metrics {
 		Name: "sluice_rules_last_reload_success_timestamp_seconds",
 		Help: "When the live rule set was loaded (Unix time).",
 	})
-	m.spoolErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "sluice_spool_read_errors_total",
-		Help: "Scrapes that could not read the spool; the queue gauges are left out of those.",
-	})
-	m.reg.MustRegister(m.spoolErrors, m.decisions, m.ruleHits, m.refusals, m.deliveries, m.delivery,
+	m.reg.MustRegister(m.decisions, m.ruleHits, m.refusals, m.deliveries, m.delivery,
 		m.sessionsOpen, m.sessionsTotal, m.connRefused, m.storeErrors, m.dnsLookups, m.dnsDuration,
 		m.lastGoodReload, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -250,12 +249,14 @@ var (
 		"Whether the last reload of the rules directory succeeded (1) or was rejected, keeping the last good set (0).", nil, nil)
 	reloadsDesc = prometheus.NewDesc("sluice_rules_reloads_total",
 		"Reloads of the rules directory since start, by result (success, failure).", []string{"result"}, nil)
+	spoolErrorsDesc = prometheus.NewDesc("sluice_spool_read_errors_total",
+		"Scrapes that could not read the spool; the queue gauges are left out of those.", nil, nil)
 	ruleErrorsDesc = prometheus.NewDesc("sluice_rule_errors_total",
 		"Evaluations in which a rule's expression failed at run time, since its rule set was loaded, by rule.", []string{"rule"}, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{queueDesc, spoolBytesDesc, reloadOKDesc, reloadsDesc, ruleErrorsDesc} {
+	for _, d := range []*prometheus.Desc{queueDesc, spoolBytesDesc, spoolErrorsDesc, reloadOKDesc, reloadsDesc, ruleErrorsDesc} {
 		ch <- d
 	}
 }
@@ -269,9 +270,10 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(st.Held), "held")
 			ch <- prometheus.MustNewConstMetric(spoolBytesDesc, prometheus.GaugeValue, float64(st.Bytes))
 		} else {
-			c.m.spoolErrors.Inc()
+			c.m.spoolErrors.Add(1)
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(spoolErrorsDesc, prometheus.CounterValue, float64(c.m.spoolErrors.Load()))
 	if f := c.m.rules.Load(); f != nil {
 		st := (*f)()
 		ok := 0.0
