@@ -39,6 +39,9 @@ usage:
                                                       replay *.test.yaml fixtures against the rules
   sluice explain [--rules DIR] [--context FILE] [--json] MESSAGE.eml
                                                       print the verdict on a message and why
+  sluice scan [--rules DIR] [--context FILE] [--config FILE] [--json] [--hits] [-j N] [ham=|spam=]PATH...
+                                                      judge every message in files, directories, Maildirs and mboxes:
+                                                      PATH[:N] ACTION SCORE RULES per message, then a summary
   sluice facts                                        list the facts and functions rules can use
   sluice dkim keygen [--type rsa|ed25519] [--bits N] [--out PATH] DOMAIN SELECTOR
                                                       write a DKIM signing key (0600) and print the TXT record to publish
@@ -80,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTest(rest, stdout, stderr)
 	case "explain":
 		return cmdExplain(rest, stdout, stderr)
+	case "scan":
+		return cmdScan(rest, stdout, stderr)
 	case "dkim":
 		return cmdDkim(rest, stdout, stderr)
 	case "facts":
