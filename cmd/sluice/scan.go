@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/sluicemail/sluice/engine"
@@ -294,12 +293,10 @@ func (s *scanStats) writeHits(w io.Writer) {
 	slices.SortStableFunc(names, func(a, b string) int {
 		return cmp.Or(cmp.Compare(s.total.rules[b], s.total.rules[a]), cmp.Compare(a, b))
 	})
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "HITS\t%\t RULE\t")
+	fmt.Fprintf(w, "%6s %7s  %s\n", "HITS", "%", "RULE")
 	for _, r := range names {
-		fmt.Fprintf(tw, "%d\t%.2f\t %s\t\n", s.total.rules[r], pct(s.total.rules[r], s.total.n), r)
+		fmt.Fprintf(w, "%6d %7.2f  %s\n", s.total.rules[r], pct(s.total.rules[r], s.total.n), r)
 	}
-	tw.Flush()
 	fmt.Fprintln(w)
 }
 
@@ -316,7 +313,8 @@ type frequency struct {
 // on, S/O (spam% / (spam% + ham%): 1 fires only on spam, 0 only on ham),
 // RANK and the rule's SCORE; then the share of ham flagged and of spam
 // caught. RANK runs from 0 to 1 over the rules that fired: 1 separates
-// best (S/O farthest from 0.5, then most hits on its side).
+// best (S/O farthest from 0.5, then most hits on its side), and rules
+// that separate equally share a rank.
 func (s *scanStats) writeFrequencies(w io.Writer) {
 	var rows []*frequency
 	for _, name := range s.ruleNames() {
@@ -349,14 +347,18 @@ func (s *scanStats) writeFrequencies(w io.Writer) {
 			fired = append(fired, f)
 		}
 	}
-	slices.SortStableFunc(fired, func(a, b *frequency) int {
+	byKey := func(a, b *frequency) int {
 		return cmp.Or(cmp.Compare(math.Abs(a.so-0.5), math.Abs(b.so-0.5)), cmp.Compare(side(a), side(b)))
-	})
-	for i, f := range fired {
-		if len(fired) == 1 {
+	}
+	slices.SortStableFunc(fired, byKey)
+	// Rules that separate equally share a rank.
+	distinct := slices.CompactFunc(slices.Clone(fired), func(a, b *frequency) bool { return byKey(a, b) == 0 })
+	for _, f := range fired {
+		i, _ := slices.BinarySearchFunc(distinct, f, byKey)
+		if len(distinct) == 1 {
 			f.rank = 1
 		} else {
-			f.rank = float64(i) / float64(len(fired)-1)
+			f.rank = float64(i) / float64(len(distinct)-1)
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b *frequency) int {
