@@ -77,7 +77,7 @@ func coreFacts() []Fact {
 			Compute: func(m *Message) (any, error) { return m.Body().Links, nil }},
 		{Name: "link_hosts", Type: StringList, Phase: Data, Doc: "distinct hosts of the links, lower case, in order of appearance",
 			Compute: func(m *Message) (any, error) { return linkHosts(m.Body().Links), nil }},
-		{Name: "phishing_links", Type: Int, Phase: Data, Doc: "links whose visible text names another registered domain than the href",
+		{Name: "phishing_links", Type: Int, Phase: Data, Doc: "links whose visible text names another registered domain than the href, except links through the sender's own click tracking (href on the From address's registered domain, or text naming it with the href on a mailing service's tracker)",
 			Compute: func(m *Message) (any, error) { return m.Body().PhishingLinks, nil }},
 
 		{Name: "hourly_sent", Type: Int, Phase: Mail, Doc: "messages relayed for this SMTP user (or client IP) in the last 60 minutes, sliding",

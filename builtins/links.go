@@ -243,7 +243,8 @@ func looksLikeDomain(w string) bool {
 }
 
 // checkAnchor counts a phishing link: the anchor's text shows one
-// registered domain and its href goes to another.
+// registered domain and its href goes to another, unless the href is the
+// sender's own click tracking (see disguised).
 func (w *walker) checkAnchor(href, text string) {
 	shown := visibleHost(text) // most anchor texts name no domain: done
 	if shown == "" {
@@ -255,7 +256,7 @@ func (w *walker) checkAnchor(href, text string) {
 		return
 	}
 	n := 0
-	if target := hostOf(href); target != "" && w.registered(shown) != w.registered(target) {
+	if target := hostOf(href); target != "" && w.disguised(shown, target) {
 		n = 1
 	}
 	w.phishing += n
@@ -265,4 +266,78 @@ func (w *walker) checkAnchor(href, text string) {
 	if len(w.anchors) < 4096 {
 		w.anchors[key] = n
 	}
+}
+
+// disguised reports whether an anchor that shows host shown but goes to
+// host target hides where it leads. Newsletters send every link through a
+// click-tracking redirect, so the text names a brand (news.com) while the
+// href goes to the sender's own tracker (clickthru.online.com for mail
+// From newsletter.online.com) or to its mailing service's
+// (u123.ct.sendgrid.net for mail From shop.example showing shop.example).
+// Neither is a disguise: the reader is sent where the sender says. All
+// domains are compared as registered domains (public suffix list), so
+// paypal.com.evil.example is evil.example. What this lets through: a forged
+// From paypal.com with links to paypal.com itself or through a mailing
+// service's tracker (DMARC judges that From), and a phisher's own domain in
+// From, href and nothing else (the text must then name the brand while the
+// From names the phisher, which the other rules and the reader can see).
+func (w *walker) disguised(shown, target string) bool {
+	s, t := w.registered(shown), w.registered(target)
+	if s == t {
+		return false
+	}
+	sender := w.senderDomain()
+	if sender == "" {
+		return true
+	}
+	return t != sender && (s != sender || !trackingDomains[t])
+}
+
+// senderDomain is the registered domain of the From address, "" if none.
+func (w *walker) senderDomain() string {
+	if !w.senderOK {
+		w.senderOK = true
+		if w.hdr != nil {
+			if d := Domain(w.hdr.From()); d != "" {
+				w.sender = w.registered(normalizeHost(d))
+			}
+		}
+	}
+	return w.sender
+}
+
+// trackingDomains are the registered domains of the click-tracking
+// redirectors of common mailing services (ESPs), which rewrite every link
+// of a campaign sent through them.
+var trackingDomains = map[string]bool{
+	"sendgrid.net":      true, // SendGrid (ct.sendgrid.net)
+	"list-manage.com":   true, // Mailchimp
+	"mailchi.mp":        true,
+	"rs6.net":           true, // Constant Contact
+	"exacttarget.com":   true, // Salesforce Marketing Cloud
+	"exct.net":          true,
+	"mandrillapp.com":   true, // Mandrill
+	"mailgun.org":       true, // Mailgun
+	"sparkpostmail.com": true, // SparkPost
+	"hubspotlinks.com":  true, // HubSpot
+	"createsend.com":    true, // Campaign Monitor
+	"createsend1.com":   true,
+	"cmail19.com":       true,
+	"cmail20.com":       true,
+	"awstrack.me":       true, // Amazon SES
+	"mjt.lu":            true, // Mailjet
+	"sendibt2.com":      true, // Brevo (Sendinblue)
+	"sendibt3.com":      true,
+	"klclick.com":       true, // Klaviyo
+	"klclick1.com":      true,
+	"klclick2.com":      true,
+	"klclick3.com":      true,
+	"pstmrk.it":         true, // Postmark
+	"pardot.com":        true, // Pardot
+	"acemlna.com":       true, // ActiveCampaign
+	"acemlnb.com":       true,
+	"acemlnc.com":       true,
+	"acemlnd.com":       true,
+	"aweber.com":        true, // AWeber
+	"mlsend.com":        true, // MailerLite
 }

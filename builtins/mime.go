@@ -380,7 +380,7 @@ func (h *Header) textproto() textproto.Header {
 type Body struct {
 	Text          string   // text parts, HTML rendered to text
 	Links         []string // distinct URLs, in order of appearance
-	PhishingLinks int      // anchors whose visible domain differs from the href's registered domain
+	PhishingLinks int      // anchors whose visible domain differs from the href's registered domain, the sender's own tracking links excepted
 	Problems      []string // what was odd or cut short
 }
 
@@ -391,7 +391,7 @@ func ParseBody(raw []byte, h *Header, lim Limits) (b *Body) {
 	if h == nil {
 		h, _ = ParseHeader(raw)
 	}
-	w := &walker{lim: lim.orDefault(), seen: map[string]bool{}}
+	w := &walker{lim: lim.orDefault(), seen: map[string]bool{}, hdr: h}
 	defer func() {
 		if r := recover(); r != nil { // a bug in a library must not take the relay down
 			w.problem("MIME parser failed: %v", r)
@@ -416,7 +416,10 @@ type walker struct {
 	trunc    bool              // a multipart ended early
 	reg      map[string]string // registered domain by host
 	anchors  map[string]int    // phishing count by href and anchor text
-	scratch  []byte            // reused by leaf parts, whose bytes become a string
+	hdr      *Header           // the top-level header, for the sender's domain
+	sender   string            // registered domain of the From address, once senderOK
+	senderOK bool
+	scratch  []byte // reused by leaf parts, whose bytes become a string
 }
 
 func (w *walker) body() *Body {
