@@ -110,6 +110,7 @@ type Message struct {
 	hdrDone  bool
 	body     *Body
 	bodyDone bool
+	hs       headerState
 }
 
 // NewMessage returns a Message bound to this registry; Reset it before use.
@@ -138,6 +139,7 @@ func (m *Message) Reset(ctx context.Context, in *Input, static StaticLists) {
 	clear(m.errs)
 	m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
 	m.body, m.bodyDone = nil, false
+	m.hs = headerState{}
 	m.auth = authState{}
 	m.calls.reset()
 }
@@ -153,6 +155,7 @@ func (m *Message) Invalidate(p Phase) {
 	if p <= Data {
 		m.hdr, m.hdrErr, m.hdrDone = nil, nil, false
 		m.body, m.bodyDone = nil, false
+		m.hs = headerState{}
 	}
 	m.auth.invalidate(p)
 	m.calls.invalidate(p)

@@ -204,12 +204,12 @@ type Registry struct {
 // NewRegistry returns a registry holding the core facts and functions.
 func NewRegistry() *Registry {
 	r := &Registry{byName: map[string]*Fact{}, funcs: map[string]*Func{}}
-	for _, f := range append(coreFacts(), authFacts()...) {
+	for _, f := range append(append(coreFacts(), authFacts()...), headerFacts()...) {
 		if err := r.Register(f); err != nil {
 			panic(err) // the core table is static; a clash is a programming error caught by tests
 		}
 	}
-	for _, f := range append(coreFuncs(), authFuncs()...) {
+	for _, f := range append(append(coreFuncs(), authFuncs()...), headerFuncs()...) {
 		if err := r.RegisterFunc(f); err != nil {
 			panic(err)
 		}

@@ -860,6 +860,21 @@ func (sl *staticList) contains(v string) bool {
 
 type staticLists map[string]*staticList
 
+// Values returns a list's plain entries (not its CIDR blocks), lower case,
+// sorted: what phrases() searches a text for.
+func (ls staticLists) Values(name string) ([]string, bool) {
+	l, ok := ls[name]
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(l.exact))
+	for v := range l.exact {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out, true
+}
+
 func (ls staticLists) Lookup(name, value string) (bool, bool) {
 	l, ok := ls[name]
 	if !ok {
