@@ -222,7 +222,7 @@ func styleValue(st, prop string) string {
 // normColor reads the colours mailers write (#rgb, #rrggbb, rrggbb, a few
 // names) as #rrggbb; "" for anything else.
 func normColor(c string) string {
-	c = strings.Trim(strings.TrimSpace(c), `"'`)
+	c = strings.ToLower(strings.Trim(strings.TrimSpace(c), `"'`))
 	if f := strings.Fields(c); len(f) > 0 {
 		c = f[0] // "background: #fff url(...)"
 	}
