@@ -371,6 +371,8 @@ func structFacts() []Fact {
 			Compute: st(func(s *Structure) any { return s.Forms })},
 		{Name: "html_scripts", Type: Int, Phase: Data, Doc: "<script> tags and on* event handler attributes in the HTML parts",
 			Compute: st(func(s *Structure) any { return s.Scripts })},
+		{Name: "text_lower", Type: String, Phase: Data, Doc: "text in lower case: phrase rules written as `text_lower contains \"...\"` share one pass over the text, where each case-insensitive regular expression would make its own",
+			Compute: func(m *Message) (any, error) { return strings.ToLower(m.Body().Text), nil }},
 		{Name: "link_count", Type: Int, Phase: Data, Doc: "len(links): distinct URLs in the body",
 			Compute: func(m *Message) (any, error) { return len(m.Body().Links), nil }},
 		{Name: "link_hosts_count", Type: Int, Phase: Data, Doc: "len(link_hosts): distinct hosts the links point to",
