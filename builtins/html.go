@@ -19,6 +19,7 @@ func (w *walker) html(src string) string {
 	var anchor *strings.Builder
 	var href string
 	space := true // last byte written was white space
+	hs := htmlScan{st: &w.st}
 	newline := func() {
 		if out.Len() > 0 && !strings.HasSuffix(out.String()[max(0, out.Len()-1):], "\n") {
 			out.WriteByte('\n')
@@ -37,11 +38,14 @@ func (w *walker) html(src string) string {
 		case html.ErrorToken:
 			endAnchor()
 			return strings.TrimSpace(out.String())
+		case html.CommentToken:
+			hs.comment()
 		case html.TextToken:
 			if skip > 0 {
 				continue
 			}
 			t := z.Text()
+			hs.text(t)
 			if anchor != nil && anchor.Len() < 2048 {
 				anchor.Write(t)
 			}
@@ -59,6 +63,9 @@ func (w *walker) html(src string) string {
 		case html.StartTagToken, html.EndTagToken, html.SelfClosingTagToken:
 			name, hasAttr := z.TagName()
 			a := atom.Lookup(name)
+			if a != atom.A && a != atom.Area {
+				hs.tag(z, name, a, tt, hasAttr) // reads the attributes, which only anchors need below
+			}
 			switch a {
 			case atom.Script, atom.Style, atom.Head, atom.Template, atom.Title, atom.Noscript:
 				if tt == html.StartTagToken {

@@ -382,6 +382,7 @@ type Body struct {
 	Links         []string // distinct URLs, in order of appearance
 	PhishingLinks int      // anchors whose visible domain differs from the href's registered domain, the sender's own tracking links excepted
 	Problems      []string // what was odd or cut short
+	Structure     Structure
 }
 
 // ParseBody walks the MIME tree of raw (whose header h is), decoding
@@ -420,10 +421,11 @@ type walker struct {
 	sender   string            // registered domain of the From address, once senderOK
 	senderOK bool
 	scratch  []byte // reused by leaf parts, whose bytes become a string
+	st       Structure
 }
 
 func (w *walker) body() *Body {
-	return &Body{Text: w.text.String(), Links: w.links, PhishingLinks: w.phishing, Problems: w.problems}
+	return &Body{Text: w.text.String(), Links: w.links, PhishingLinks: w.phishing, Problems: w.problems, Structure: w.st}
 }
 
 func (w *walker) problem(format string, args ...any) {
@@ -462,6 +464,7 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 	}
 	decoded := converted && params["charset"] != ""
 	if disp, _, _ := e.Header.ContentDisposition(); disp == "attachment" && !strings.HasPrefix(mt, "message/") && !strings.HasPrefix(mt, "multipart/") {
+		w.attachment(e, mt, params)
 		return mt
 	}
 	switch {
@@ -509,11 +512,16 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 			}
 		}
 		if mt == "text/html" {
+			w.st.HTMLParts++
+			w.st.HTMLBytes += len(s)
 			s = w.html(s)
 		} else {
+			w.st.PlainChars += visibleChars(s)
 			w.textLinks(s)
 		}
 		w.addText(s)
+	default:
+		w.attachment(e, mt, params)
 	}
 	return mt
 }

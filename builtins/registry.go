@@ -204,7 +204,7 @@ type Registry struct {
 // NewRegistry returns a registry holding the core facts and functions.
 func NewRegistry() *Registry {
 	r := &Registry{byName: map[string]*Fact{}, funcs: map[string]*Func{}}
-	for _, f := range append(append(coreFacts(), authFacts()...), headerFacts()...) {
+	for _, f := range append(append(append(coreFacts(), authFacts()...), headerFacts()...), structFacts()...) {
 		if err := r.Register(f); err != nil {
 			panic(err) // the core table is static; a clash is a programming error caught by tests
 		}

@@ -1,0 +1,431 @@
+package builtins
+
+import (
+	"io"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message"
+	"golang.org/x/net/html"
+	"golang.org/x/net/html/atom"
+)
+
+// Attachment is one leaf part that is not read as body text: a part with
+// Content-Disposition: attachment, or of a type that is not text.
+type Attachment struct {
+	Type       string // media type, lower case
+	Name       string // file name (Content-Disposition filename, else Content-Type name), "" if none
+	Size       int    // decoded size in bytes
+	Executable bool   // the name or type is of a program Windows runs on a click
+	Archive    bool   // the name or type is of an archive
+	Mismatch   bool   // the name's extension is known and disagrees with a specific type
+}
+
+// Structure is how the body is built, recorded by the same MIME walk that
+// renders its text, so that structure facts cost no second pass.
+type Structure struct {
+	Attachments []Attachment
+	PlainChars  int // visible characters of the text/plain parts read as text
+	HTMLParts   int // text/html parts read as text
+	HTMLBytes   int // their size as written
+	HTMLChars   int // their visible characters (not white space, not hidden)
+	Images      int // <img> tags
+	Forms       int // <form> tags
+	Scripts     int // <script> tags and on* event handler attributes
+	// InvisibleChars are characters a reader cannot see: in an element
+	// styled display:none, visibility:hidden or a font under 3px, or
+	// coloured as the background it sits on.
+	InvisibleChars int
+	// CommentSplits counts words split by an HTML comment (V<!-- -->iagra),
+	// which a reader sees whole and a word filter does not.
+	CommentSplits int
+}
+
+// htmlScan is the HTML renderer's record of one part's structure.
+type htmlScan struct {
+	st         *Structure
+	bg         string    // the latest background colour declared, "" for the page default (white)
+	hidTag     atom.Atom // the element whose content is hidden, 0 if none
+	hidName    string    // its name when it is not a known atom
+	hidDepth   int
+	lastLetter bool // the last text token ended with a letter, with no tag since
+	afterCmt   bool // a comment came right after that letter
+}
+
+// tag records a start or end tag other than an anchor; it reads the tag's
+// attributes, which the renderer does not need for these tags.
+func (s *htmlScan) tag(z *html.Tokenizer, name []byte, a atom.Atom, tt html.TokenType, hasAttr bool) {
+	s.lastLetter, s.afterCmt = false, false
+	if s.hidDepth > 0 && s.sameTag(name, a) {
+		if tt == html.StartTagToken {
+			s.hidDepth++
+		} else if tt == html.EndTagToken {
+			s.hidDepth--
+		}
+	}
+	if tt == html.EndTagToken {
+		return
+	}
+	switch a {
+	case atom.Img:
+		s.st.Images++
+	case atom.Form:
+		s.st.Forms++
+	case atom.Script:
+		s.st.Scripts++
+	}
+	hidden := false
+	color, bg := "", ""
+	for hasAttr {
+		var k, v []byte
+		k, v, hasAttr = z.TagAttr()
+		switch string(k) {
+		case "style":
+			st := strings.ToLower(string(v))
+			if hiddenStyle(st) {
+				hidden = true
+			}
+			if c := styleValue(st, "color"); c != "" {
+				color = c
+			}
+			if c := styleValue(st, "background-color"); c != "" {
+				bg = c
+			} else if c := styleValue(st, "background"); c != "" {
+				bg = c
+			}
+		case "color":
+			color = strings.ToLower(strings.TrimSpace(string(v)))
+		case "bgcolor":
+			bg = strings.ToLower(strings.TrimSpace(string(v)))
+		default:
+			if len(k) > 2 && k[0] == 'o' && k[1] == 'n' {
+				s.st.Scripts++ // onload=, onclick=...
+			}
+		}
+	}
+	if bg != "" {
+		s.bg = normColor(bg)
+	}
+	if color != "" {
+		page := s.bg
+		if page == "" {
+			page = "#ffffff"
+		}
+		if c := normColor(color); c != "" && c == page {
+			hidden = true
+		}
+	}
+	if hidden && s.hidDepth == 0 && tt == html.StartTagToken && !voidElement(a) {
+		s.hidTag, s.hidDepth = a, 1
+		if a == 0 {
+			s.hidName = string(name)
+		}
+	}
+}
+
+func (s *htmlScan) sameTag(name []byte, a atom.Atom) bool {
+	if s.hidTag != 0 {
+		return a == s.hidTag
+	}
+	return string(name) == s.hidName
+}
+
+// text records a visible text token (outside script, style and head).
+func (s *htmlScan) text(t []byte) {
+	n := 0
+	for _, c := range t {
+		if c > ' ' && (c < 0x80 || c >= 0xc0) { // one per character, not per byte
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	if s.hidDepth > 0 {
+		s.st.InvisibleChars += n
+	} else {
+		s.st.HTMLChars += n
+	}
+	first, _ := utf8.DecodeRune(t)
+	if s.afterCmt && unicode.IsLetter(first) {
+		s.st.CommentSplits++
+	}
+	last, _ := utf8.DecodeLastRune(t)
+	s.lastLetter, s.afterCmt = unicode.IsLetter(last), false
+}
+
+func (s *htmlScan) comment() { s.afterCmt = s.lastLetter }
+
+func voidElement(a atom.Atom) bool {
+	switch a {
+	case atom.Img, atom.Br, atom.Hr, atom.Input, atom.Meta, atom.Link, atom.Area, atom.Base, atom.Col, atom.Embed, atom.Param, atom.Source, atom.Wbr:
+		return true
+	}
+	return false
+}
+
+// hiddenStyle reports a CSS declaration list (lower case) that hides its
+// element's text: display:none, visibility:hidden, a font under 3px.
+func hiddenStyle(st string) bool {
+	if !strings.Contains(st, "none") && !strings.Contains(st, "hidden") && !strings.Contains(st, "font-size") {
+		return false
+	}
+	if v := styleValue(st, "display"); v == "none" {
+		return true
+	}
+	if v := styleValue(st, "visibility"); v == "hidden" {
+		return true
+	}
+	return tinyFont(styleValue(st, "font-size"))
+}
+
+// tinyFont reports a CSS font size no one can read.
+func tinyFont(v string) bool {
+	if v == "" {
+		return false
+	}
+	i := 0
+	for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	n, err := strconv.ParseFloat(v[:i], 64)
+	if err != nil {
+		return false
+	}
+	switch strings.TrimSpace(v[i:]) {
+	case "", "px", "pt":
+		return n < 3
+	case "em", "rem":
+		return n < 0.2
+	case "%":
+		return n < 20
+	}
+	return false
+}
+
+// styleValue is the value of CSS property prop in a declaration list.
+func styleValue(st, prop string) string {
+	for _, d := range strings.Split(st, ";") {
+		k, v, ok := strings.Cut(d, ":")
+		if ok && strings.TrimSpace(k) == prop {
+			v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "!important"))
+			return v
+		}
+	}
+	return ""
+}
+
+// normColor reads the colours mailers write (#rgb, #rrggbb, rrggbb, a few
+// names) as #rrggbb; "" for anything else.
+func normColor(c string) string {
+	c = strings.ToLower(strings.Trim(strings.TrimSpace(c), `"'`))
+	if f := strings.Fields(c); len(f) > 0 {
+		c = f[0] // "background: #fff url(...)"
+	}
+	switch c {
+	case "white":
+		return "#ffffff"
+	case "black":
+		return "#000000"
+	}
+	h := strings.TrimPrefix(c, "#")
+	for i := 0; i < len(h); i++ {
+		if !(h[i] >= '0' && h[i] <= '9' || h[i] >= 'a' && h[i] <= 'f') {
+			return ""
+		}
+	}
+	switch len(h) {
+	case 3:
+		return "#" + string([]byte{h[0], h[0], h[1], h[1], h[2], h[2]})
+	case 6:
+		return "#" + h
+	}
+	return ""
+}
+
+// attachment records leaf part e of media type mt, reading it to its end
+// for its decoded size.
+func (w *walker) attachment(e *message.Entity, mt string, params map[string]string) {
+	name := params["name"]
+	if _, dp, err := e.Header.ContentDisposition(); err == nil && dp["filename"] != "" {
+		name = dp["filename"]
+	}
+	name = strings.TrimSpace(decodeWords(name))
+	n, _ := io.Copy(io.Discard, e.Body)
+	if len(w.st.Attachments) >= 100 {
+		return
+	}
+	ext := strings.ToLower(strings.TrimPrefix(path.Ext(name), "."))
+	a := Attachment{Type: mt, Name: name, Size: int(n)}
+	a.Executable = executableExt[ext] || executableType[mt]
+	a.Archive = archiveExt[ext] || archiveType[mt]
+	if want, ok := extTypes[ext]; ok && mt != "application/octet-stream" && !strings.Contains(want, " "+mt+" ") {
+		a.Mismatch = true
+	}
+	w.st.Attachments = append(w.st.Attachments, a)
+}
+
+func set(words string) map[string]bool {
+	m := map[string]bool{}
+	for _, w := range strings.Fields(words) {
+		m[w] = true
+	}
+	return m
+}
+
+var (
+	executableExt  = set("exe scr pif com bat cmd vbs vbe js jse wsf wsh hta cpl msi lnk jar ps1 reg")
+	executableType = set("application/x-msdownload application/x-msdos-program application/x-ms-dos-executable application/x-dosexec application/x-executable application/hta")
+	archiveExt     = set("zip rar 7z gz tgz tar bz2 cab ace arj lzh iso")
+	archiveType    = set("application/zip application/x-zip-compressed application/x-rar-compressed application/vnd.rar application/x-7z-compressed application/gzip application/x-gzip application/x-tar application/x-bzip2")
+	// extTypes are the media types an extension may come with, space
+	// padded; an extension not listed cannot disagree with any type.
+	extTypes = map[string]string{
+		"pdf":  " application/pdf application/x-pdf ",
+		"jpg":  " image/jpeg image/jpg image/pjpeg ",
+		"jpeg": " image/jpeg image/jpg image/pjpeg ",
+		"gif":  " image/gif ",
+		"png":  " image/png image/x-png ",
+		"txt":  " text/plain ",
+		"htm":  " text/html ",
+		"html": " text/html ",
+		"doc":  " application/msword application/vnd.ms-word ",
+		"xls":  " application/vnd.ms-excel application/excel application/msexcel application/x-msexcel ",
+		"zip":  " application/zip application/x-zip-compressed application/x-zip ",
+		"exe":  " application/x-msdownload application/x-msdos-program application/x-ms-dos-executable application/x-dosexec application/x-executable ",
+		"scr":  " application/x-msdownload application/x-msdos-program ",
+		"pif":  " application/x-msdownload application/x-msdos-program ",
+	}
+)
+
+func (m *Message) structure() *Structure { return &m.Body().Structure }
+
+func structFacts() []Fact {
+	st := func(get func(s *Structure) any) func(*Message) (any, error) {
+		return func(m *Message) (any, error) { return get(m.structure()), nil }
+	}
+	anyAtt := func(pred func(a *Attachment) bool) func(*Message) (any, error) {
+		return st(func(s *Structure) any {
+			for i := range s.Attachments {
+				if pred(&s.Attachments[i]) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	attList := func(get func(a *Attachment) string) func(*Message) (any, error) {
+		return st(func(s *Structure) any {
+			out := make([]string, len(s.Attachments))
+			for i := range s.Attachments {
+				out[i] = get(&s.Attachments[i])
+			}
+			return out
+		})
+	}
+	return []Fact{
+		{Name: "attachment_count", Type: Int, Phase: Data, Doc: "attachments: leaf parts with Content-Disposition attachment or of a type that is not text (at most 100 are recorded)",
+			Compute: st(func(s *Structure) any { return len(s.Attachments) })},
+		{Name: "attachment_types", Type: StringList, Phase: Data, Doc: "media type of each attachment, lower case, in order",
+			Compute: attList(func(a *Attachment) string { return a.Type })},
+		{Name: "attachment_names", Type: StringList, Phase: Data, Doc: "file name of each attachment (\"\" if none), in order",
+			Compute: attList(func(a *Attachment) string { return a.Name })},
+		{Name: "attachment_max_size", Type: Int, Phase: Data, Doc: "decoded size in bytes of the largest attachment, 0 if none",
+			Compute: st(func(s *Structure) any {
+				n := 0
+				for _, a := range s.Attachments {
+					n = max(n, a.Size)
+				}
+				return n
+			})},
+		{Name: "executable_attachment", Type: Bool, Phase: Data, Doc: "an attachment is a Windows program or script by name (.exe, .scr, .pif, .vbs, .js...) or type",
+			Compute: anyAtt(func(a *Attachment) bool { return a.Executable })},
+		{Name: "archive_attachment", Type: Bool, Phase: Data, Doc: "an attachment is an archive by name (.zip, .rar, .7z...) or type",
+			Compute: anyAtt(func(a *Attachment) bool { return a.Archive })},
+		{Name: "attachment_type_mismatch", Type: Bool, Phase: Data, Doc: "an attachment's extension is one whose types are known and its declared type (other than application/octet-stream) is not one of them",
+			Compute: anyAtt(func(a *Attachment) bool { return a.Mismatch })},
+		{Name: "html_only", Type: Bool, Phase: Data, Doc: "the body has HTML and no text/plain part with any visible text",
+			Compute: st(func(s *Structure) any { return s.HTMLParts > 0 && s.PlainChars == 0 })},
+		{Name: "text_html_ratio", Type: Float, Phase: Data, Doc: "visible text characters of the HTML parts per byte of their markup, 0 to 1; 1 with no HTML",
+			Compute: st(func(s *Structure) any {
+				if s.HTMLBytes == 0 {
+					return 1.0
+				}
+				return min(1, float64(s.HTMLChars)/float64(s.HTMLBytes))
+			})},
+		{Name: "html_images", Type: Int, Phase: Data, Doc: "<img> tags in the HTML parts",
+			Compute: st(func(s *Structure) any { return s.Images })},
+		{Name: "html_text_chars", Type: Int, Phase: Data, Doc: "visible characters (not white space, not hidden) of the HTML parts",
+			Compute: st(func(s *Structure) any { return s.HTMLChars })},
+		{Name: "html_invisible_chars", Type: Int, Phase: Data, Doc: "characters of the HTML parts a reader cannot see: display:none, visibility:hidden, a font under 3px, or text coloured as its background",
+			Compute: st(func(s *Structure) any { return s.InvisibleChars })},
+		{Name: "html_invisible_text", Type: Bool, Phase: Data, Doc: "html_invisible_chars >= 10: a word or more of hidden text, the filler that feeds word filters",
+			Compute: st(func(s *Structure) any { return s.InvisibleChars >= 10 })},
+		{Name: "html_comment_split_words", Type: Bool, Phase: Data, Doc: "an HTML comment splits a word (V<!-- x -->iagra): seen whole by the reader, in pieces by word filters",
+			Compute: st(func(s *Structure) any { return s.CommentSplits > 0 })},
+		{Name: "html_forms", Type: Int, Phase: Data, Doc: "<form> tags in the HTML parts",
+			Compute: st(func(s *Structure) any { return s.Forms })},
+		{Name: "html_scripts", Type: Int, Phase: Data, Doc: "<script> tags and on* event handler attributes in the HTML parts",
+			Compute: st(func(s *Structure) any { return s.Scripts })},
+		{Name: "text_lower", Type: String, Phase: Data, Doc: "text in lower case: phrase rules written as `text_lower contains \"...\"` share one pass over the text, where each case-insensitive regular expression would make its own",
+			Compute: func(m *Message) (any, error) { return strings.ToLower(m.Body().Text), nil }},
+		{Name: "link_count", Type: Int, Phase: Data, Doc: "len(links): distinct URLs in the body",
+			Compute: func(m *Message) (any, error) { return len(m.Body().Links), nil }},
+		{Name: "link_hosts_count", Type: Int, Phase: Data, Doc: "len(link_hosts): distinct hosts the links point to",
+			Compute: func(m *Message) (any, error) {
+				h, err := m.ValueOf("link_hosts")
+				l, _ := h.([]string)
+				return len(l), err
+			}},
+		{Name: "link_ip_hosts", Type: Int, Phase: Data, Doc: "distinct link hosts written as an IP address instead of a name",
+			Compute: func(m *Message) (any, error) {
+				h, err := m.ValueOf("link_hosts")
+				l, _ := h.([]string)
+				n := 0
+				for _, x := range l {
+					if _, perr := netip.ParseAddr(strings.Trim(x, "[]")); perr == nil {
+						n++
+					}
+				}
+				return n, err
+			}},
+		{Name: "link_redirects", Type: Int, Phase: Data, Doc: "links that carry another web address in their path or query (an open redirector or a tracker)",
+			Compute: func(m *Message) (any, error) {
+				n := 0
+				for _, l := range m.Body().Links {
+					if isRedirect(l) {
+						n++
+					}
+				}
+				return n, nil
+			}},
+	}
+}
+
+// isRedirect reports a link whose path or query holds another http(s) URL,
+// written out or percent-encoded.
+func isRedirect(l string) bool {
+	_, _, end := rawHost(l)
+	if end >= len(l) {
+		return false
+	}
+	rest := strings.ToLower(l[end:])
+	return strings.Contains(rest, "http://") || strings.Contains(rest, "https://") ||
+		strings.Contains(rest, "http%3a") || strings.Contains(rest, "https%3a") ||
+		strings.Contains(rest, "=www.")
+}
+
+// visibleChars counts the characters of s that are not white space.
+func visibleChars(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c > ' ' && (c < 0x80 || c >= 0xc0) {
+			n++
+		}
+	}
+	return n
+}
