@@ -14,11 +14,12 @@ import (
 
 // The shipped rules on the development corpus (testdata/corpus): a rule edit
 // that floods inboxes with false positives, or lets most spam through, fails
-// here. The spam floor is what the rules reach today (31.4%) less a margin;
-// raise it as inbound rules improve, towards issue 10's 60%.
+// here. Issue 10's goal is at most 1% of ham flagged and at least 60% of
+// spam caught; the rules reach 0.46% and 74.6% on the whole dev set today,
+// and the floor keeps a margin under that.
 const (
 	maxHamFlagged  = 1.0  // percent of ham tagged, held or rejected
-	minSpamCaught  = 29.0 // percent of spam tagged, held or rejected
+	minSpamCaught  = 70.0 // percent of spam tagged, held or rejected
 	corpusArchive  = "../../testdata/corpus/dev.tar.gz"
 	shippedRules   = "../../rules.d"
 	corpusMessages = 3125
