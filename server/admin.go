@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
 	"github.com/sluicemail/sluice/web"
 )
@@ -103,10 +104,10 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 	// The holding area goes through the relay too, so that a release is
 	// delivered at once and the operator sees the state the relay has.
 	mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
-		ids, err := s.spool.List(AreaHold)
-		envs := []*Envelope{}
+		ids, err := s.spool.List(queue.AreaHold)
+		envs := []*queue.Envelope{}
 		for _, id := range ids {
-			if e, err := s.spool.Envelope(AreaHold, id); err == nil {
+			if e, err := s.spool.Envelope(queue.AreaHold, id); err == nil {
 				envs = append(envs, e)
 			}
 		}
@@ -115,8 +116,8 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 	mux.HandleFunc("GET /hold/{id}", func(w http.ResponseWriter, r *http.Request) {
 		var h HeldMessage
 		var err error
-		if h.Envelope, err = s.spool.Envelope(AreaHold, r.PathValue("id")); err == nil {
-			h.Message, err = s.spool.Message(AreaHold, r.PathValue("id"))
+		if h.Envelope, err = s.spool.Envelope(queue.AreaHold, r.PathValue("id")); err == nil {
+			h.Message, err = s.spool.Message(queue.AreaHold, r.PathValue("id"))
 		}
 		replySpool(w, h, err)
 	})
@@ -130,7 +131,7 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 		replySpool(w, map[string]string{"released": id}, err)
 	})
 	mux.HandleFunc("DELETE /hold/{id}", func(w http.ResponseWriter, r *http.Request) {
-		err := s.spool.Remove(AreaHold, r.PathValue("id"))
+		err := s.spool.Remove(queue.AreaHold, r.PathValue("id"))
 		if err == nil {
 			s.log.Info("hold: deleted", "id", r.PathValue("id"))
 		}
@@ -174,13 +175,13 @@ func replyReview(w http.ResponseWriter, v any, err error) {
 
 // HeldMessage is a message in the holding area with its envelope.
 type HeldMessage struct {
-	Envelope *Envelope `json:"envelope"`
-	Message  []byte    `json:"message"`
+	Envelope *queue.Envelope `json:"envelope"`
+	Message  []byte          `json:"message"`
 }
 
 // replySpool is reply with ErrNotFound as 404.
 func replySpool(w http.ResponseWriter, v any, err error) {
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, queue.ErrNotFound) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
@@ -279,8 +280,8 @@ func (a *AdminClient) Decision(ctx context.Context, id string) (*Decision, error
 }
 
 // Held lists the holding area of the running relay.
-func (a *AdminClient) Held(ctx context.Context) ([]*Envelope, error) {
-	var es []*Envelope
+func (a *AdminClient) Held(ctx context.Context) ([]*queue.Envelope, error) {
+	var es []*queue.Envelope
 	_, err := a.do(ctx, "GET", "/hold", nil, &es)
 	return es, err
 }
@@ -290,7 +291,7 @@ func (a *AdminClient) HeldMessage(ctx context.Context, id string) (*HeldMessage,
 	var h HeldMessage
 	code, err := a.do(ctx, "GET", "/hold/"+url.PathEscape(id), nil, &h)
 	if code == 404 {
-		return nil, ErrNotFound
+		return nil, queue.ErrNotFound
 	}
 	return &h, err
 }
@@ -299,7 +300,7 @@ func (a *AdminClient) HeldMessage(ctx context.Context, id string) (*HeldMessage,
 func (a *AdminClient) Release(ctx context.Context, id string) error {
 	code, err := a.do(ctx, "POST", "/hold/"+url.PathEscape(id)+"/release", nil, nil)
 	if code == 404 {
-		return ErrNotFound
+		return queue.ErrNotFound
 	}
 	return err
 }
@@ -308,7 +309,7 @@ func (a *AdminClient) Release(ctx context.Context, id string) error {
 func (a *AdminClient) DeleteHeld(ctx context.Context, id string) error {
 	code, err := a.do(ctx, "DELETE", "/hold/"+url.PathEscape(id), nil, nil)
 	if code == 404 {
-		return ErrNotFound
+		return queue.ErrNotFound
 	}
 	return err
 }

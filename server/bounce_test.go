@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/sluicemail/sluice/queue"
 )
 
 // advert is a message with 200 advertising header fields and a body that a
@@ -28,7 +29,7 @@ func advert(from, to string) string {
 func waitQueueEmpty(t *testing.T, r *relay) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if left, _ := r.srv.spool.List(AreaQueue); len(left) == 0 {
+		if left, _ := r.srv.spool.List(queue.AreaQueue); len(left) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -131,8 +132,8 @@ func TestDSNNeverCarriesTheBody(t *testing.T) {
 		"BODY-MARKER, no header at all\r\n",
 	}
 	for i, m := range msgs {
-		env := &Envelope{ID: fmt.Sprintf("T%025d", i), From: "a@b.example", Received: time.Now(),
-			Rcpts: []RcptState{{Addr: "x@y.example", Status: StatusFailed, Code: 550, Enhanced: "5.1.1", Detail: "no such user"}}}
+		env := &queue.Envelope{ID: fmt.Sprintf("T%025d", i), From: "a@b.example", Received: time.Now(),
+			Rcpts: []queue.RcptState{{Addr: "x@y.example", Status: queue.StatusFailed, Code: 550, Enhanced: "5.1.1", Detail: "no such user"}}}
 		if err := r.srv.sendDSN(env, []byte(m), "failed"); err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +150,7 @@ func TestDSNNeverCarriesTheBody(t *testing.T) {
 func TestOldEnvelopesStayBounceable(t *testing.T) {
 	cfg := &Config{Delivery: Delivery{InboundBounces: "none"}}
 	s := &Server{}
-	var old Envelope
+	var old queue.Envelope
 	if err := json.Unmarshal([]byte(`{"id":"01M84JD3JDY6XMB2VN618W3HFC","from":"a@b.example","rcpts":[{"addr":"c@d.example","status":"failed"}]}`), &old); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
 	"github.com/sluicemail/sluice/web"
 )
@@ -36,14 +37,14 @@ func (s *Server) newConsole(cfg *Config) *web.Console {
 
 func (c consoleRelay) Held(context.Context) ([]web.Held, error) {
 	s := c.s
-	ids, err := s.spool.List(AreaHold)
+	ids, err := s.spool.List(queue.AreaHold)
 	if err != nil {
 		return nil, err
 	}
 	node := s.cfg.Load().Hostname
 	out := []web.Held{}
 	for _, id := range ids {
-		e, err := s.spool.Envelope(AreaHold, id)
+		e, err := s.spool.Envelope(queue.AreaHold, id)
 		if err != nil {
 			continue // released or deleted meanwhile
 		}
@@ -52,7 +53,7 @@ func (c consoleRelay) Held(context.Context) ([]web.Held, error) {
 		for _, r := range e.Rcpts {
 			h.Rcpts = append(h.Rcpts, r.Addr)
 		}
-		if raw, err := s.spool.Message(AreaHold, id); err == nil {
+		if raw, err := s.spool.Message(queue.AreaHold, id); err == nil {
 			if m, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
 				h.Subject = m.Header.Get("Subject")
 				if d, err := new(mime.WordDecoder).DecodeHeader(h.Subject); err == nil {
@@ -75,7 +76,7 @@ func (c consoleRelay) Release(_ context.Context, id string) error {
 }
 
 func (c consoleRelay) DeleteHeld(_ context.Context, id string) error {
-	return c.s.spool.Remove(AreaHold, id)
+	return c.s.spool.Remove(queue.AreaHold, id)
 }
 
 // inList finds the constant list names a rule's expression reads.
@@ -181,14 +182,14 @@ func (c consoleRelay) SearchDecisions(ctx context.Context, q web.DecisionQuery, 
 // Queue lists this node's queue area.
 func (c consoleRelay) Queue(context.Context) ([]web.Queued, error) {
 	s := c.s
-	ids, err := s.spool.List(AreaQueue)
+	ids, err := s.spool.List(queue.AreaQueue)
 	if err != nil {
 		return nil, err
 	}
 	node := s.cfg.Load().Hostname
 	out := []web.Queued{}
 	for _, id := range ids {
-		e, err := s.spool.Envelope(AreaQueue, id)
+		e, err := s.spool.Envelope(queue.AreaQueue, id)
 		if err != nil {
 			continue // delivered meanwhile
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
 )
 
@@ -53,7 +54,7 @@ type deliverer struct {
 }
 
 type freshMsg struct {
-	env *Envelope
+	env *queue.Envelope
 	msg []byte
 }
 
@@ -61,14 +62,14 @@ const freshMax = 16 << 20
 
 // enqueueFresh queues a message just spooled, keeping it in memory for
 // its first attempt.
-func (d *deliverer) enqueueFresh(env *Envelope, msg []byte) {
+func (d *deliverer) enqueueFresh(env *queue.Envelope, msg []byte) {
 	d.mu.Lock()
 	if d.freshBytes+len(msg) <= freshMax {
 		if d.fresh == nil {
 			d.fresh = map[string]freshMsg{}
 		}
 		e := *env
-		e.Rcpts = append([]RcptState(nil), env.Rcpts...)
+		e.Rcpts = append([]queue.RcptState(nil), env.Rcpts...)
 		d.fresh[env.ID] = freshMsg{&e, msg}
 		d.freshBytes += len(msg)
 	}
@@ -78,8 +79,8 @@ func (d *deliverer) enqueueFresh(env *Envelope, msg []byte) {
 
 // put spools a new message in area; one put in the queue is claimed until
 // its spooler queues it (enqueue, enqueueFresh) or gives it up (release).
-func (d *deliverer) put(area string, env *Envelope, msg []byte) error {
-	if area == AreaQueue {
+func (d *deliverer) put(area string, env *queue.Envelope, msg []byte) error {
+	if area == queue.AreaQueue {
 		d.mu.Lock()
 		d.claimed[env.ID] = true
 		d.mu.Unlock()
@@ -98,7 +99,7 @@ func (d *deliverer) put(area string, env *Envelope, msg []byte) error {
 // the spool again, before delivery could see it (it is claimed), and the
 // client is told 451 4.3.0 to send it again. The count comes after the
 // spooling so that a message the spool refuses is never charged.
-func (s *Server) commitMessage(ci *connInfo, area string, env *Envelope, msg []byte, rcpts []string) error {
+func (s *Server) commitMessage(ci *connInfo, area string, env *queue.Envelope, msg []byte, rcpts []string) error {
 	env.Inbound = !ci.in.Authenticated && !s.cfg.Load().mayRelayFrom(ci.ip)
 	if err := s.delivery.put(area, env, msg); err != nil {
 		s.log.Error("spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
@@ -112,7 +113,7 @@ func (s *Server) commitMessage(ci *connInfo, area string, env *Envelope, msg []b
 		s.delivery.release(env.ID)
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Temporary failure; try again later", env.ID)}
 	}
-	if area == AreaQueue {
+	if area == queue.AreaQueue {
 		s.delivery.enqueueFresh(env, msg)
 	}
 	return nil
@@ -144,13 +145,13 @@ func newDeliverer(s *Server) *deliverer {
 // start queues every spooled message (a restart resumes delivery) and
 // starts the workers.
 func (d *deliverer) start(ctx context.Context) {
-	ids, err := d.s.spool.List(AreaQueue)
+	ids, err := d.s.spool.List(queue.AreaQueue)
 	if err != nil {
 		d.s.log.Error("reading the queue", "err", err)
 	}
 	for _, id := range ids {
 		at := d.s.opts.Now()
-		if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
+		if env, err := d.s.spool.Envelope(queue.AreaQueue, id); err == nil {
 			at = env.NextAttempt
 		}
 		d.enqueueFound(id, at)
@@ -183,7 +184,7 @@ func (d *deliverer) rescan(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ids, err := d.s.spool.List(AreaQueue)
+		ids, err := d.s.spool.List(queue.AreaQueue)
 		if err != nil {
 			continue
 		}
@@ -191,7 +192,7 @@ func (d *deliverer) rescan(ctx context.Context) {
 			if d.known(id) {
 				continue
 			}
-			if env, err := d.s.spool.Envelope(AreaQueue, id); err == nil {
+			if env, err := d.s.spool.Envelope(queue.AreaQueue, id); err == nil {
 				d.enqueueFound(id, env.NextAttempt)
 			}
 		}
@@ -320,18 +321,18 @@ func (d *deliverer) worker(work <-chan string) {
 
 // load reads a queued message: from memory on its first attempt, else from
 // the spool.
-func (d *deliverer) load(id string) (*Envelope, []byte, bool) {
+func (d *deliverer) load(id string) (*queue.Envelope, []byte, bool) {
 	if f, ok := d.takeFresh(id); ok {
 		return f.env, f.msg, true
 	}
-	env, err := d.s.spool.Envelope(AreaQueue, id)
+	env, err := d.s.spool.Envelope(queue.AreaQueue, id)
 	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
+		if !errors.Is(err, queue.ErrNotFound) {
 			d.s.log.Error("delivery: reading envelope", "id", id, "err", err)
 		}
 		return nil, nil, false
 	}
-	msg, err := d.s.spool.Message(AreaQueue, id)
+	msg, err := d.s.spool.Message(queue.AreaQueue, id)
 	if err != nil {
 		d.s.log.Error("delivery: reading message", "id", id, "err", err)
 		return nil, nil, false
@@ -358,7 +359,7 @@ func (d *deliverer) attempt(id string) {
 	cfg := s.cfg.Load()
 	var pending []string
 	for _, r := range env.Rcpts {
-		if r.Status == StatusPending {
+		if r.Status == queue.StatusPending {
 			pending = append(pending, r.Addr)
 		}
 	}
@@ -369,16 +370,16 @@ func (d *deliverer) attempt(id string) {
 	for i := range env.Rcpts {
 		r := &env.Rcpts[i]
 		res, ok := results[r.Addr]
-		if !ok || r.Status != StatusPending {
+		if !ok || r.Status != queue.StatusPending {
 			continue
 		}
 		r.Code, r.Enhanced, r.Detail, r.Remote, r.At = res.code, res.enhanced, res.detail, res.remote, now
 		switch {
 		case res.ok:
-			r.Status = StatusDelivered
+			r.Status = queue.StatusDelivered
 			s.metrics.Delivery("delivered", now.Sub(env.Received))
 		case res.perm:
-			r.Status = StatusFailed
+			r.Status = queue.StatusFailed
 			s.metrics.Delivery("failed", 0)
 		default:
 			s.metrics.Delivery("deferred", 0)
@@ -390,15 +391,15 @@ func (d *deliverer) attempt(id string) {
 	s.countDeliveries(env.ID, charge)
 	still := 0
 	for _, r := range env.Rcpts {
-		if r.Status == StatusPending {
+		if r.Status == queue.StatusPending {
 			still++
 		}
 	}
 	if still > 0 && now.Sub(env.Received) >= cfg.Delivery.MaxAge.D() {
 		for i := range env.Rcpts {
 			r := &env.Rcpts[i]
-			if r.Status == StatusPending {
-				r.Status, r.Code, r.Enhanced = StatusFailed, 451, "4.4.7"
+			if r.Status == queue.StatusPending {
+				r.Status, r.Code, r.Enhanced = queue.StatusFailed, 451, "4.4.7"
 				r.Detail = fmt.Sprintf("delivery expired after %s: last error: %s", cfg.Delivery.MaxAge.D(), r.Detail)
 			}
 		}
@@ -416,7 +417,7 @@ func (d *deliverer) attempt(id string) {
 		}
 	}
 	env.NextAttempt = now.Add(retryWait(cfg.Delivery.Retry, env.Attempts))
-	if err := s.spool.Update(AreaQueue, env); err != nil {
+	if err := s.spool.Update(queue.AreaQueue, env); err != nil {
 		s.log.Error("delivery: updating envelope", "id", id, "err", err)
 	}
 	d.enqueue(id, env.NextAttempt)
@@ -430,11 +431,11 @@ func retryWait(table []Duration, n int) time.Duration {
 }
 
 // finish bounces failed recipients and removes the message.
-func (d *deliverer) finish(env *Envelope, msg []byte) {
+func (d *deliverer) finish(env *queue.Envelope, msg []byte) {
 	s := d.s
 	failed := false
 	for _, r := range env.Rcpts {
-		if r.Status == StatusFailed {
+		if r.Status == queue.StatusFailed {
 			failed = true
 		}
 	}
@@ -450,13 +451,13 @@ func (d *deliverer) finish(env *Envelope, msg []byte) {
 				// never learn of the failure.
 				s.log.Error("bounce", "id", env.ID, "err", err)
 				env.NextAttempt = s.opts.Now().Add(time.Minute)
-				s.spool.Update(AreaQueue, env)
+				s.spool.Update(queue.AreaQueue, env)
 				d.enqueue(env.ID, env.NextAttempt)
 				return
 			}
 		}
 	}
-	if err := s.spool.Remove(AreaQueue, env.ID); err != nil {
+	if err := s.spool.Remove(queue.AreaQueue, env.ID); err != nil {
 		s.log.Error("delivery: removing", "id", env.ID, "err", err)
 	}
 }
@@ -466,7 +467,7 @@ func (d *deliverer) finish(env *Envelope, msg []byte) {
 // nothing verified, only when delivery.inbound_bounces allows it. A
 // spammer forging a victim's address to a recipient the next hop refuses
 // would otherwise make the relay mail the victim (backscatter).
-func (s *Server) bounceable(cfg *Config, env *Envelope) bool {
+func (s *Server) bounceable(cfg *Config, env *queue.Envelope) bool {
 	if env.From == "" || env.Bounce {
 		return false
 	}
@@ -477,10 +478,10 @@ func (s *Server) bounceable(cfg *Config, env *Envelope) bool {
 // is not bounced: the operator sees it in the log and in the decision
 // record (`sluice decision ID`), and it is counted against the client's
 // address for count("undeliverable_inbound", client_ip, WINDOW).
-func (s *Server) undeliverableInbound(env *Envelope) {
+func (s *Server) undeliverableInbound(env *queue.Envelope) {
 	var failed []string
 	for _, r := range env.Rcpts {
-		if r.Status == StatusFailed {
+		if r.Status == queue.StatusFailed {
 			failed = append(failed, fmt.Sprintf("<%s>: %d %s %s", r.Addr, r.Code, r.Enhanced, oneLine(r.Detail)))
 		}
 	}
@@ -505,7 +506,7 @@ func (s *Server) undeliverableInbound(env *Envelope) {
 	}
 }
 
-func (d *deliverer) deliver(cfg *Config, env *Envelope, msg []byte, rcpts []string) map[string]result {
+func (d *deliverer) deliver(cfg *Config, env *queue.Envelope, msg []byte, rcpts []string) map[string]result {
 	out := map[string]result{}
 	if len(rcpts) == 0 {
 		return out
@@ -513,7 +514,7 @@ func (d *deliverer) deliver(cfg *Config, env *Envelope, msg []byte, rcpts []stri
 	switch cfg.Delivery.Mode {
 	case "local":
 		for _, r := range rcpts {
-			out[r] = d.deliverLocal(cfg.Delivery.LocalDir, env, msg, r, !d.s.spool.NoSync && d.s.spool.group == nil)
+			out[r] = d.deliverLocal(cfg.Delivery.LocalDir, env, msg, r, d.s.spool.SyncsPerFile())
 		}
 		// The delivered files must be durable before the spool forgets
 		// the message.
@@ -550,7 +551,7 @@ func (d *deliverer) deliver(cfg *Config, env *Envelope, msg []byte, rcpts []stri
 // deliverLocal writes the message for rcpt into dir/RCPT/ID.eml: the
 // built-in target of the embedded default. Writing the same id again
 // replaces the file, so a retried delivery never duplicates.
-func (d *deliverer) deliverLocal(dir string, env *Envelope, msg []byte, rcpt string, sync bool) result {
+func (d *deliverer) deliverLocal(dir string, env *queue.Envelope, msg []byte, rcpt string, sync bool) result {
 	folder := strings.Map(func(r rune) rune {
 		if r == '/' || r == '\\' || r < 0x20 || r == 0 {
 			return '_'

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/sluicemail/sluice/internal/dnstest"
+	"github.com/sluicemail/sluice/queue"
 )
 
 // TestDeliveryToMX delivers directly: MX preference with a dead first
@@ -178,7 +179,7 @@ func TestEveryMessageDeliveredOnce(t *testing.T) {
 	k.wait(t, len(accepted), 30*time.Second)
 	// Let a second delivery of any message, the bug, reach the sink too.
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		left, _ := r.srv.spool.List(AreaQueue)
+		left, _ := r.srv.spool.List(queue.AreaQueue)
 		if len(left) == 0 {
 			break
 		}

@@ -7,19 +7,20 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/queue"
 )
 
 // sendDSN queues a delivery status notification (RFC 3464) to the sender
 // of env: action "failed" for the recipients that failed, "delayed" for
 // those still pending. It goes from the null sender, so it is never
 // bounced itself.
-func (s *Server) sendDSN(env *Envelope, msg []byte, action string) error {
+func (s *Server) sendDSN(env *queue.Envelope, msg []byte, action string) error {
 	cfg := s.cfg.Load()
 	now := s.opts.Now()
 	id := s.ids.Next(now)
-	var rcpts []RcptState
+	var rcpts []queue.RcptState
 	for _, r := range env.Rcpts {
-		if (action == "failed" && r.Status == StatusFailed) || (action == "delayed" && r.Status == StatusPending) {
+		if (action == "failed" && r.Status == queue.StatusFailed) || (action == "delayed" && r.Status == queue.StatusPending) {
 			rcpts = append(rcpts, r)
 		}
 	}
@@ -87,9 +88,9 @@ func (s *Server) sendDSN(env *Envelope, msg []byte, action string) error {
 	}
 	fmt.Fprintf(&b, "\r\n--%s--\r\n", boundary)
 
-	dsn := &Envelope{ID: id, From: "", Rcpts: []RcptState{{Addr: env.From, Status: StatusPending}}, Received: now.UTC(),
+	dsn := &queue.Envelope{ID: id, From: "", Rcpts: []queue.RcptState{{Addr: env.From, Status: queue.StatusPending}}, Received: now.UTC(),
 		Size: b.Len(), Action: "dsn-" + action, Bounce: true, NextAttempt: now.UTC(), Reason: "DSN for " + env.ID}
-	if err := s.delivery.put(AreaQueue, dsn, b.Bytes()); err != nil {
+	if err := s.delivery.put(queue.AreaQueue, dsn, b.Bytes()); err != nil {
 		return err
 	}
 	s.log.Info("dsn queued", "id", id, "for", env.ID, "action", action, "to", env.From)

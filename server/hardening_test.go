@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluicemail/sluice/queue"
 )
 
 // rawClient speaks SMTP byte for byte, for what a well-behaved client
@@ -217,7 +219,7 @@ func TestDataTimeoutEndsTheSession(t *testing.T) {
 	if n := len(k.messages()); n != 0 {
 		t.Errorf("%d messages delivered", n)
 	}
-	if ids, _ := r.srv.spool.List(AreaQueue); len(ids) != 0 {
+	if ids, _ := r.srv.spool.List(queue.AreaQueue); len(ids) != 0 {
 		t.Errorf("spooled %v", ids)
 	}
 }

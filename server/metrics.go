@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/sluicemail/sluice/metrics"
+	"github.com/sluicemail/sluice/queue"
 )
 
 // MetricsHandler serves the relay's metrics (SPEC 8: GET /metrics), for the
@@ -27,7 +28,7 @@ func (s *Server) watchState() {
 // message removed between the listing and the read is simply not counted.
 func (s *Server) spoolState() (metrics.SpoolState, error) {
 	var st metrics.SpoolState
-	for _, area := range []string{AreaQueue, AreaHold} {
+	for _, area := range []string{queue.AreaQueue, queue.AreaHold} {
 		ids, err := s.spool.List(area)
 		if err != nil {
 			return st, err
@@ -39,7 +40,7 @@ func (s *Server) spoolState() (metrics.SpoolState, error) {
 			}
 			st.Bytes += int64(env.Size)
 			switch {
-			case area == AreaHold:
+			case area == queue.AreaHold:
 				st.Held++
 			case env.Attempts > 0:
 				st.Deferred++

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store/storetest"
 )
 
@@ -40,7 +41,7 @@ func TestStateIsPrivate(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if held, _ := r.srv.Spool().List(AreaHold); len(held) != 1 {
+	if held, _ := r.srv.Spool().List(queue.AreaHold); len(held) != 1 {
 		t.Fatalf("held: %v, want one message", held)
 	}
 	storetest.AssertPrivate(t, cfg.StateDir, 10)

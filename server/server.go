@@ -20,6 +20,7 @@ import (
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/mailauth"
 	"github.com/sluicemail/sluice/metrics"
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
 	"github.com/sluicemail/sluice/web"
 )
@@ -53,7 +54,7 @@ type Server struct {
 	cfgPath  string
 	reg      *builtins.Registry
 	rules    *engine.Reloader
-	spool    *Spool
+	spool    *queue.Spool
 	log      *slog.Logger
 	opts     Options
 	tls      atomic.Pointer[tls.Config]
@@ -116,7 +117,7 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	}
 	s.rules = rules
 	s.metrics.RulesLoaded(opts.Now())
-	spool, err := OpenSpool(filepath.Join(cfg.StateDir, "spool"))
+	spool, err := queue.OpenSpool(filepath.Join(cfg.StateDir, "spool"))
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +197,7 @@ func (s *Server) Config() *Config { return s.cfg.Load() }
 func (s *Server) Rules() *engine.Reloader { return s.rules }
 
 // Spool is the message spool.
-func (s *Server) Spool() *Spool { return s.spool }
+func (s *Server) Spool() *queue.Spool { return s.spool }
 
 // Listening describes an open listener.
 type Listening struct {

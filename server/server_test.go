@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/sluicemail/sluice/queue"
 )
 
 var idInReply = regexp.MustCompile(`\[[0-9A-Z]{26}\]$`)
@@ -225,7 +226,7 @@ func TestHoldThenRelease(t *testing.T) {
 	if !strings.HasPrefix(reply, "held for review [") {
 		t.Errorf("hold reply %q", reply)
 	}
-	ids, _ := r.srv.spool.List(AreaHold)
+	ids, _ := r.srv.spool.List(queue.AreaHold)
 	if len(ids) != 1 {
 		t.Fatalf("hold area: %v", ids)
 	}
@@ -240,7 +241,7 @@ func TestHoldThenRelease(t *testing.T) {
 	if !strings.Contains(string(m.Data), "[review] first mail") {
 		t.Errorf("released message:\n%s", m.Data)
 	}
-	if ids, _ := r.srv.spool.List(AreaHold); len(ids) != 0 {
+	if ids, _ := r.srv.spool.List(queue.AreaHold); len(ids) != 0 {
 		t.Errorf("still held: %v", ids)
 	}
 }
@@ -268,14 +269,14 @@ func TestRetryAfter451(t *testing.T) {
 	if tries != 2 {
 		t.Errorf("sink saw %d DATA attempts, want 2", tries)
 	}
-	waitGone(t, r.srv.spool, AreaQueue, id)
+	waitGone(t, r.srv.spool, queue.AreaQueue, id)
 }
 
-func waitGone(t *testing.T, sp *Spool, area, id string) {
+func waitGone(t *testing.T, sp *queue.Spool, area, id string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := sp.Envelope(area, id); err == ErrNotFound {
+		if _, err := sp.Envelope(area, id); err == queue.ErrNotFound {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -332,9 +333,9 @@ func TestBounceNeverToNullSender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, r.srv.spool, AreaQueue, strings.TrimPrefix(reply, "Ok: queued as "))
+	waitGone(t, r.srv.spool, queue.AreaQueue, strings.TrimPrefix(reply, "Ok: queued as "))
 	time.Sleep(300 * time.Millisecond)
-	if ids, _ := r.srv.spool.List(AreaQueue); len(ids) != 0 {
+	if ids, _ := r.srv.spool.List(queue.AreaQueue); len(ids) != 0 {
 		t.Errorf("a bounce of a bounce was queued: %v", ids)
 	}
 }
@@ -485,7 +486,7 @@ func TestSlowClients(t *testing.T) {
 		t.Errorf("a message cut off in DATA was accepted: %q", line)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if ids, _ := r.srv.spool.List(AreaQueue); len(ids) != 0 || len(k.messages()) != 0 {
+	if ids, _ := r.srv.spool.List(queue.AreaQueue); len(ids) != 0 || len(k.messages()) != 0 {
 		t.Errorf("spooled %v, delivered %d", ids, len(k.messages()))
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicemail/sluice/internal/canon"
 	"github.com/sluicemail/sluice/internal/smtpaddr"
 	"github.com/sluicemail/sluice/mailauth"
+	"github.com/sluicemail/sluice/queue"
 )
 
 // connInfo is one connection's evaluation state: the engine input and the
@@ -459,7 +460,7 @@ func (ss *session) Data(r io.Reader) error {
 		return ss.refuse(&smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: ss.s.ruleText(v.Text, v.ID)})
 	}
 	msg := ss.s.stamp(ss, v, raw)
-	env := &Envelope{
+	env := &queue.Envelope{
 		ID: v.ID, From: ss.from, Received: ss.s.opts.Now().UTC(), User: ss.ci.in.SMTPUser,
 		ClientIP: ss.ci.in.ClientIP, Helo: ss.ci.in.Helo, Size: len(msg),
 		Action: v.Action, Score: v.Score, NextAttempt: ss.s.opts.Now().UTC(),
@@ -468,11 +469,11 @@ func (ss *session) Data(r io.Reader) error {
 		env.Rules = append(env.Rules, h.Rule)
 	}
 	for _, rc := range ss.rcpts {
-		env.Rcpts = append(env.Rcpts, RcptState{Addr: rc, Status: StatusPending})
+		env.Rcpts = append(env.Rcpts, queue.RcptState{Addr: rc, Status: queue.StatusPending})
 	}
-	area := AreaQueue
+	area := queue.AreaQueue
 	if v.Action == engine.Hold {
-		area, env.Reason = AreaHold, v.Text
+		area, env.Reason = queue.AreaHold, v.Text
 	}
 	if err := ss.s.commitMessage(ss.ci, area, env, msg, ss.rcpts); err != nil {
 		return err
@@ -481,7 +482,7 @@ func (ss *session) Data(r io.Reader) error {
 	if ss.from == "" || ss.toLocal() {
 		ss.s.applyReport(v.ID, raw) // a bounce or complaint coming back
 	}
-	if area == AreaQueue {
+	if area == queue.AreaQueue {
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + v.ID}
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: replyText(v.Text, v.ID)}

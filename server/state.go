@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
 )
 
@@ -273,7 +274,7 @@ func (s *Server) plugReputation() error {
 
 // deliveryCounters are the sender's counters a recipient's delivery result
 // adds to, for its bounce rate and unknown-recipient count.
-func deliveryCounters(env *Envelope, res result) []string {
+func deliveryCounters(env *queue.Envelope, res result) []string {
 	if env.Bounce || (!res.ok && !res.perm) {
 		return nil
 	}
@@ -342,7 +343,7 @@ const (
 
 // recordBounce feeds delivery results to the bounce list: a permanent
 // failure from the remote side at once, temporary ones after three.
-func (s *Server) recordBounce(env *Envelope, r *RcptState, res result) {
+func (s *Server) recordBounce(env *queue.Envelope, r *queue.RcptState, res result) {
 	remote := res.remote != "" && res.remote != "local"
 	if res.ok || res.code == 0 || env.Bounce || (!remote && !res.perm) {
 		return // delivered, or a failure (network, DNS, local disk) that says nothing of the address

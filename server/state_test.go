@@ -9,6 +9,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
 	"github.com/sluicemail/sluice/store/storetest"
 )
@@ -356,7 +357,7 @@ func TestStoreDownAtEndOfData(t *testing.T) {
 			if n := len(k.messages()); n != 0 {
 				t.Errorf("the refused message was delivered %d times", n)
 			}
-			if left, _ := r.srv.spool.List(AreaQueue); len(left) != 0 {
+			if left, _ := r.srv.spool.List(queue.AreaQueue); len(left) != 0 {
 				t.Errorf("the refused message is still spooled: %v", left)
 			}
 		})

@@ -8,6 +8,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/queue"
 )
 
 // Recipient verification, as Postfix's reject_unverified_recipient: an
@@ -67,7 +68,7 @@ func (s *Server) verifyRecipient(ci *connInfo, rcpt, id string) *smtp.SMTPError 
 	now := s.opts.Now()
 	res, cached := s.delivery.verified.get(addr, now)
 	if !cached {
-		res = s.delivery.deliver(cfg, &Envelope{}, nil, []string{rcpt})[rcpt]
+		res = s.delivery.deliver(cfg, &queue.Envelope{}, nil, []string{rcpt})[rcpt]
 		switch {
 		case res.ok:
 			s.delivery.verified.put(addr, res, now.Add(verifyPositiveTTL))

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/server"
 )
 
@@ -19,14 +20,14 @@ func TestHoldCommands(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "sluice.yaml")
 	os.WriteFile(cfg, []byte("state_dir: "+filepath.Join(dir, "state")+"\n"), 0o644)
-	sp, err := server.OpenSpool(filepath.Join(dir, "state", "spool"))
+	sp, err := queue.OpenSpool(filepath.Join(dir, "state", "spool"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"01HOLDA", "01HOLDB"} {
-		env := &server.Envelope{ID: id, From: "app@example.com", Rcpts: []server.RcptState{{Addr: "bob@example.org", Status: server.StatusPending}},
+		env := &queue.Envelope{ID: id, From: "app@example.com", Rcpts: []queue.RcptState{{Addr: "bob@example.org", Status: queue.StatusPending}},
 			Received: time.Now(), User: "trial-app", Score: 9, Rules: []string{"phishing-links"}, Reason: "held for review"}
-		if err := sp.Put(server.AreaHold, env, []byte("Subject: held "+id+"\r\n\r\nbody\r\n")); err != nil {
+		if err := sp.Put(queue.AreaHold, env, []byte("Subject: held "+id+"\r\n\r\nbody\r\n")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -42,11 +43,11 @@ func TestHoldCommands(t *testing.T) {
 	if code != 0 || out != "01HOLDA released for delivery\n" {
 		t.Errorf("hold release: %d %q", code, out)
 	}
-	if _, err := sp.Envelope(server.AreaQueue, "01HOLDA"); err != nil {
+	if _, err := sp.Envelope(queue.AreaQueue, "01HOLDA"); err != nil {
 		t.Errorf("released message not in the queue: %v", err)
 	}
 	code, _, _ = runCLI("hold", "delete", "01HOLDB", "--config", cfg)
-	if ids, _ := sp.List(server.AreaHold); code != 0 || len(ids) != 0 {
+	if ids, _ := sp.List(queue.AreaHold); code != 0 || len(ids) != 0 {
 		t.Errorf("hold delete: %d, still held %v", code, ids)
 	}
 	code, _, errs := runCLI("hold", "release", "nope", "--config", cfg)

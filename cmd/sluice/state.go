@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/server"
 	"github.com/sluicemail/sluice/store"
 )
@@ -116,7 +117,7 @@ func (rs *relayState) store() (state, func(), error) {
 
 // holdArea is the holding area, of the running relay or of the spool.
 type holdArea interface {
-	Held(ctx context.Context) ([]*server.Envelope, error)
+	Held(ctx context.Context) ([]*queue.Envelope, error)
 	HeldMessage(ctx context.Context, id string) (*server.HeldMessage, error)
 	Release(ctx context.Context, id string) error
 	DeleteHeld(ctx context.Context, id string) error
@@ -126,7 +127,7 @@ func (rs *relayState) hold() (holdArea, error) {
 	if rs.admin != nil {
 		return rs.admin, nil
 	}
-	sp, err := server.OpenSpool(filepath.Join(rs.dir, "spool"))
+	sp, err := queue.OpenSpool(filepath.Join(rs.dir, "spool"))
 	if err != nil {
 		return nil, err
 	}
@@ -135,13 +136,13 @@ func (rs *relayState) hold() (holdArea, error) {
 
 // spoolHold is the holding area read from the spool directly, while no
 // relay runs (a relay started later delivers what was released).
-type spoolHold struct{ sp *server.Spool }
+type spoolHold struct{ sp *queue.Spool }
 
-func (h spoolHold) Held(context.Context) ([]*server.Envelope, error) {
-	ids, err := h.sp.List(server.AreaHold)
-	var out []*server.Envelope
+func (h spoolHold) Held(context.Context) ([]*queue.Envelope, error) {
+	ids, err := h.sp.List(queue.AreaHold)
+	var out []*queue.Envelope
 	for _, id := range ids {
-		if e, err := h.sp.Envelope(server.AreaHold, id); err == nil {
+		if e, err := h.sp.Envelope(queue.AreaHold, id); err == nil {
 			out = append(out, e)
 		}
 	}
@@ -149,11 +150,11 @@ func (h spoolHold) Held(context.Context) ([]*server.Envelope, error) {
 }
 
 func (h spoolHold) HeldMessage(_ context.Context, id string) (*server.HeldMessage, error) {
-	e, err := h.sp.Envelope(server.AreaHold, id)
+	e, err := h.sp.Envelope(queue.AreaHold, id)
 	if err != nil {
 		return nil, err
 	}
-	msg, err := h.sp.Message(server.AreaHold, id)
+	msg, err := h.sp.Message(queue.AreaHold, id)
 	return &server.HeldMessage{Envelope: e, Message: msg}, err
 }
 
@@ -162,7 +163,7 @@ func (h spoolHold) Release(_ context.Context, id string) error {
 }
 
 func (h spoolHold) DeleteHeld(_ context.Context, id string) error {
-	return h.sp.Remove(server.AreaHold, id)
+	return h.sp.Remove(queue.AreaHold, id)
 }
 
 // storeName says which store a command reached, for messages.

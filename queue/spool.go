@@ -1,4 +1,4 @@
-package server
+package queue
 
 import (
 	"encoding/json"
@@ -105,6 +105,11 @@ func (s *Spool) Sync() error {
 	}
 	return s.group.sync()
 }
+
+// SyncsPerFile reports whether each file must be fsynced on its own: the
+// file system's group sync (syncfs) is not available here, so a writer
+// beside the spool (local delivery) cannot count on Sync to cover its files.
+func (s *Spool) SyncsPerFile() bool { return !s.NoSync && s.group == nil }
 
 func (s *Spool) path(area, id, ext string) string {
 	return filepath.Join(s.dir, area, id+ext)
@@ -406,4 +411,19 @@ func (s *Spool) Recover() ([]string, error) {
 		}
 	}
 	return did, nil
+}
+
+// Release moves a held message to the queue for delivery now. A running
+// relay picks it up within seconds.
+func (s *Spool) Release(id string, now time.Time) error {
+	env, err := s.Envelope(AreaHold, id)
+	if err != nil {
+		return err
+	}
+	env.NextAttempt = now.UTC()
+	env.Reason = ""
+	if err := s.Update(AreaHold, env); err != nil {
+		return err
+	}
+	return s.Move(AreaHold, AreaQueue, id)
 }
