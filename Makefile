@@ -38,7 +38,7 @@ vet:
 	$(GO) vet $(PKGS)
 
 unit:
-	SLUICE_REQUIRE_CHROMIUM=1 $(GO) test -race -count=1 $(PKGS)
+	SLUICE_REQUIRE_DEPS=1 $(GO) test -race -count=1 $(PKGS)
 
 fixtures: build
 	$(SLUICE) check rules.d

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/sluicemail/sluice/internal/dnstest"
+	"github.com/sluicemail/sluice/internal/testdeps"
 )
 
 // dkimpyPython returns a python3 that has python3-dkim (Debian's package,
@@ -24,7 +25,7 @@ func dkimpyPython(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("python3-dkim is not installed (make deps installs it: apt-get install python3-dkim)")
+	testdeps.Missing(t, "python3-dkim (with python3-nacl)")
 	return ""
 }
 

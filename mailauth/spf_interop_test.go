@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/internal/dnstest"
+	"github.com/sluicemail/sluice/internal/testdeps"
 )
 
 // pyspfScript runs Debian's python3-spf (pyspf) over dnspython pointed at
@@ -48,7 +49,7 @@ func pyspfPython() string {
 func TestSPFAgreesWithPyspf(t *testing.T) {
 	py := pyspfPython()
 	if py == "" {
-		t.Skip("python3-spf (pyspf with dnspython) not installed; make deps installs it")
+		testdeps.Missing(t, "python3-spf (pyspf with python3-dnspython)")
 	}
 	_, addr := dnstest.ServeAddr(t, spfZone(t), spfServfail)
 	_, port, _ := net.SplitHostPort(addr)

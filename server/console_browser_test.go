@@ -13,22 +13,20 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sluicemail/sluice/internal/testdeps"
 	"github.com/sluicemail/sluice/store"
 )
 
 // chromium finds Debian's chromium. The test skips without it only when
 // nothing asked for it: `make test` installs it and sets
-// SLUICE_REQUIRE_CHROMIUM, and CI sets CI.
+// SLUICE_REQUIRE_DEPS, and CI sets CI (testdeps.Missing).
 func chromium(t *testing.T) string {
 	for _, p := range []string{"/usr/bin/chromium", "chromium"} {
 		if path, err := exec.LookPath(p); err == nil {
 			return path
 		}
 	}
-	if os.Getenv("SLUICE_REQUIRE_CHROMIUM") != "" || os.Getenv("CI") != "" {
-		t.Fatal("chromium not found at /usr/bin/chromium, and this run requires it (make deps installs Debian's chromium)")
-	}
-	t.Skip("chromium not found (/usr/bin/chromium): run `make test`, which installs it, or apt-get install chromium")
+	testdeps.Missing(t, "chromium (/usr/bin/chromium)")
 	return ""
 }
 
