@@ -40,7 +40,10 @@ func (m *Message) dns() mailauth.Resolver {
 	if m.in.DNS != nil {
 		return m.in.DNS
 	}
-	return mailauth.NewStaticResolver(nil)
+	if m.noDNS == nil { // made once per Message, which is reused across messages
+		m.noDNS = mailauth.NewStaticResolver(nil)
+	}
+	return m.noDNS
 }
 
 func (m *Message) lookupCtx() (context.Context, context.CancelFunc) {

@@ -102,7 +102,9 @@ type Message struct {
 	errs  []error // per fact, when stateFailed
 	err   error
 
-	auth  authState
+	auth authState
+	// noDNS is the DNS of an input without one: no name exists.
+	noDNS mailauth.Resolver
 	calls callState
 
 	hdr      *Header
