@@ -393,6 +393,18 @@ func structFacts() []Fact {
 				}
 				return n, err
 			}},
+		{Name: "link_unregistrable_hosts", Type: Int, Phase: Data, Doc: "distinct link hosts that are names but not registrable domains: one label (http://login/), a public suffix itself (http://co.uk/), or under a top-level domain no registry runs (.local, .corp, .lan); IP hosts are link_ip_hosts",
+			Compute: func(m *Message) (any, error) {
+				h, err := m.ValueOf("link_hosts")
+				l, _ := h.([]string)
+				n := 0
+				for _, x := range l {
+					if unregistrable(x) {
+						n++
+					}
+				}
+				return n, err
+			}},
 		{Name: "link_redirects", Type: Int, Phase: Data, Doc: "links that carry another web address in their path or query (an open redirector or a tracker)",
 			Compute: func(m *Message) (any, error) {
 				n := 0

@@ -173,6 +173,29 @@ and http://www.example.com/b and http://track.example.net/r?url=http%3A%2F%2Fsho
 	}
 }
 
+func TestLinkUnregistrableHosts(t *testing.T) {
+	raw := `From: a@example.com
+Subject: x
+
+Sign in at http://login/ or http://intranet.local/sso or http://files.corp:8080/x,
+http://co.uk/, http://portal.invalidtld/ and, RFC 2606's, http://shop.example/ (six that
+no one can register);
+not http://www.example.com/, http://shop.example.co.uk/, http://me.blogspot.com/,
+http://192.0.2.7/, http://[2001:db8::1]/, http://bücher.example.com/ or http://Login/again.
+`
+	got := structValues(t, raw, "link_hosts_count", "link_unregistrable_hosts", "link_ip_hosts")
+	want := map[string]any{"link_hosts_count": 12, "link_unregistrable_hosts": 6, "link_ip_hosts": 2}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for host, want := range map[string]bool{"login": true, "intranet.local": true, "co.uk": true, "example.com": false,
+		"a.b.example.org": false, "me.github.io": false, "192.0.2.7": false, "[2001:db8::1]": false, "x.onion": false} {
+		if got := unregistrable(host); got != want {
+			t.Errorf("unregistrable(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
 func TestNormColorAndTinyFont(t *testing.T) {
 	for in, want := range map[string]string{"#FFF": "#ffffff", "#fff": "#ffffff", "white": "#ffffff", "ffffff": "#ffffff", "#fff url(x.gif)": "#ffffff", "red": "", "#12345": ""} {
 		if got := normColor(in); got != want {
