@@ -1,6 +1,7 @@
 package builtins
 
 import (
+	"fmt"
 	"io"
 	"net/netip"
 	"path"
@@ -40,6 +41,47 @@ type Part struct {
 	Disposition string `expr:"disposition" json:"disposition" doc:"Content-Disposition type, lower case, \"\" if none"`
 	Charset     string `expr:"charset" json:"charset" doc:"the charset parameter, lower case, \"\" if none"`
 	Depth       int    `expr:"depth" json:"depth" doc:"nesting: 0 for the message itself, 1 for its parts, and so on"`
+}
+
+// String shows the record as evidence: its fields in the terms rules use,
+// the false ones and a declared size equal to size left out.
+func (a Attachment) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{type: %s, name: %q, size: %d", a.Type, a.Name, a.Size)
+	if a.DeclaredSize != a.Size {
+		fmt.Fprintf(&b, ", declared_size: %d", a.DeclaredSize)
+	}
+	if a.Disposition != "" {
+		fmt.Fprintf(&b, ", disposition: %s", a.Disposition)
+	}
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{a.ExtMismatch, "ext_mismatch"}, {a.Executable, "executable"}, {a.Archive, "archive"}} {
+		if f.on {
+			b.WriteString(", " + f.name)
+		}
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// String shows the record as evidence, empty fields left out.
+func (p Part) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{type: %s", p.Type)
+	if p.Name != "" {
+		fmt.Fprintf(&b, ", name: %q", p.Name)
+	}
+	fmt.Fprintf(&b, ", size: %d", p.Size)
+	if p.Disposition != "" {
+		fmt.Fprintf(&b, ", disposition: %s", p.Disposition)
+	}
+	if p.Charset != "" {
+		fmt.Fprintf(&b, ", charset: %s", p.Charset)
+	}
+	fmt.Fprintf(&b, ", depth: %d}", p.Depth)
+	return b.String()
 }
 
 // Structure is how the body is built, recorded by the same MIME walk that

@@ -2,6 +2,7 @@ package builtins
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -150,6 +151,12 @@ hi
 	}
 	if !reflect.DeepEqual(got["parts"], wantParts) {
 		t.Errorf("parts:\n got  %+v\n want %+v", got["parts"], wantParts)
+	}
+	if got, want := fmt.Sprint(wantAtt), `[{type: application/zip, name: "été.zip", size: 10, declared_size: 9000000, disposition: attachment, archive} {type: application/pdf, name: "scan.exe", size: 8, disposition: inline, ext_mismatch, executable}]`; got != want {
+		t.Errorf("attachments as evidence:\n got  %s\n want %s", got, want)
+	}
+	if got, want := fmt.Sprint(wantParts[6:]), `[{type: message/rfc822, size: 62, depth: 1} {type: text/plain, size: 2, charset: koi8-r, depth: 2}]`; got != want {
+		t.Errorf("parts as evidence:\n got  %s\n want %s", got, want)
 	}
 	if got["attachment_count"] != 2 || got["attachment_max_size"] != 10 || got["attachment_type_mismatch"] != true {
 		t.Errorf("flat facts disagree with the records: %v", got)
