@@ -155,8 +155,16 @@ func openSpool(dir string, opts options) (*Spool, error) {
 		msgs: map[string]*entry{}, segs: map[uint64]*segment{}, next: 1,
 		wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	s.cond = sync.NewCond(&s.cmu)
-	if err := os.MkdirAll(s.segDir, 0o700); err != nil {
-		return nil, err
+	if _, err := os.Stat(s.segDir); err != nil {
+		if err := os.MkdirAll(s.segDir, 0o700); err != nil {
+			return nil, err
+		}
+		// The directories' names must last as long as what they will hold.
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			if err := syncDir(d); err != nil {
+				return nil, err
+			}
+		}
 	}
 	lock, err := lockFile(filepath.Join(dir, "lock"), opts.lockWait)
 	if err != nil {
