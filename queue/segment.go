@@ -113,6 +113,7 @@ func replay(f *os.File, fn func(*record)) (int64, error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 256<<10)
 	var off int64
 	var hdr [headerLen]byte
+	var buf []byte // reused: fn keeps only the envelope, copied
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			if err == io.EOF {
@@ -127,7 +128,10 @@ func replay(f *os.File, fn func(*record)) (int64, error) {
 		if n < 3+4 || n > maxBody {
 			return off, errTorn
 		}
-		body := make([]byte, n)
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		body := buf[:n]
 		if _, err := io.ReadFull(r, body); err != nil {
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
 				return off, errTorn
@@ -161,7 +165,7 @@ func decodeBody(b []byte, off int64) (*record, bool) {
 	if envLen > len(b)-p {
 		return nil, false
 	}
-	rec.env = b[p : p+envLen : p+envLen]
+	rec.env = append([]byte(nil), b[p:p+envLen]...)
 	p += envLen
 	switch rec.kind {
 	case recPut:
