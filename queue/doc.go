@@ -122,4 +122,9 @@
 // files' pages plus their inodes and directories. A 1 KB record still
 // dirties a 4 KB page per commit (the page the next record shares is
 // written again by the next sync).
+//
+// Through the whole relay (server's BenchmarkRelay: 10 KB, 50 clients,
+// default rules, local delivery, fsync on; 3000 messages, two pairs on
+// the same loaded machine): 143 and 204 msgs/s with the per-file spool,
+// 309 and 320 with segments.
 package queue
