@@ -122,9 +122,9 @@ func (s *Spool) compactOnce() (bool, error) {
 		}
 	}
 	s.mu.Lock()
-	if s.closed || old.live != 0 {
-		// Closed meanwhile, or a put copied back here? Never: puts go
-		// to the active segment only. Leave it be.
+	if s.closed || old.live != 0 || s.references(old.seq) {
+		// Closed meanwhile; anything else would be a bug in the live
+		// count (puts only go to the active segment): keep the file.
 		s.mu.Unlock()
 		return false, nil
 	}
@@ -148,4 +148,15 @@ func (s *Spool) event(e string) {
 	if s.opts.hook != nil {
 		s.opts.hook(e)
 	}
+}
+
+// references reports whether a message's content is in segment seq.
+// s.mu is held.
+func (s *Spool) references(seq uint64) bool {
+	for _, e := range s.msgs {
+		if e.seg == seq {
+			return true
+		}
+	}
+	return false
 }
