@@ -218,10 +218,23 @@ func files(t *testing.T, dir string) map[string][]byte {
 	return out
 }
 
+// memDir is a directory for a spool whose durability a test does not
+// look at: in memory (/dev/shm) where there is one, since the tests that
+// open thousands of spools would spend their time making inodes on disk.
+func memDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "sluice-spool-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // stateOf opens a spool made of segs and returns what it holds.
 func stateOf(t *testing.T, segs map[string][]byte) map[string]string {
 	t.Helper()
-	dir := t.TempDir()
+	dir := memDir(t)
 	os.MkdirAll(filepath.Join(dir, "seg"), 0o700)
 	for name, b := range segs {
 		if err := os.WriteFile(filepath.Join(dir, "seg", name), b, 0o600); err != nil {
