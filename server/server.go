@@ -323,6 +323,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.delivery.stop(ctx)
 	s.store.Close()
+	if cerr := s.spool.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 
