@@ -105,7 +105,9 @@ func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) 
 
 // isInnerRune: characters that belong to a word between word characters
 // (don't, e-mail, 19.99, www.example.com, 100%).
-func isInnerRune(r rune) bool { return r == '\'' || r == '-' || r == '.' || r == '_' || r == '@' || r == '%' }
+func isInnerRune(r rune) bool {
+	return r == '\'' || r == '-' || r == '.' || r == '_' || r == '@' || r == '%'
+}
 
 func (t *tokenizer) word(prefix, w string, bigrams bool) {
 	n := utf8.RuneCountInString(w)
