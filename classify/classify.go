@@ -137,23 +137,27 @@ func (c *Classifier) LearnParsed(ctx context.Context, raw []byte, p *builtins.Pa
 	if spam {
 		class = store.TokenSpam
 	}
-	toks := tokens(p, c.tokenConfig())
-	b := make([]uint32, len(toks))
-	for i, t := range toks {
-		b[i] = t.bucket
-	}
-	prev, err := c.st.TokenLearn(ctx, c.opt.Model, MessageKey(raw, p.Header), class, b, c.opt.Now())
+	prev, err := c.st.TokenLearn(ctx, c.opt.Model, MessageKey(raw, p.Header), class, c.buckets(p), c.opt.Now())
 	if err != nil {
 		return false, fmt.Errorf("classify: learn: %w", err)
 	}
 	return prev != class, nil
 }
 
+func (c *Classifier) buckets(p *builtins.Parsed) []uint32 {
+	toks := tokens(p, c.tokenConfig())
+	b := make([]uint32, len(toks))
+	for i, t := range toks {
+		b[i] = t.bucket
+	}
+	return b
+}
+
 // Forget removes a message learned before; found=false if it was not
 // learned.
 func (c *Classifier) Forget(ctx context.Context, raw []byte) (found bool, err error) {
-	h, _ := builtins.ParseHeader(raw)
-	prev, err := c.st.TokenLearn(ctx, c.opt.Model, MessageKey(raw, h), store.TokenNone, nil, c.opt.Now())
+	p := parse(raw)
+	prev, err := c.st.TokenLearn(ctx, c.opt.Model, MessageKey(raw, p.Header), store.TokenNone, c.buckets(p), c.opt.Now())
 	if err != nil {
 		return false, fmt.Errorf("classify: forget: %w", err)
 	}
