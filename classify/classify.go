@@ -1,19 +1,7 @@
-// Package classify is the learned spam classifier: the tokens of a message,
-// the model that weighs them, and the model's storage in the relay's store.
-//
-// The model is Bayesian, as SpamAssassin's and mox's: for each token, how
-// many learned ham and spam messages held it; a message's tokens are
-// weighed with Robinson's smoothing and combined with Fisher's chi-square
-// method (Gary Robinson, "A Statistical Approach to the Spam Problem",
-// 2003). Counts, unlike the weights of a logistic regression, are exact to
-// undo (forget, or move a message to the other class) and add up the same
-// whatever order relays learn in, so one model in Redis is shared safely.
-// Tokens are hashed into a fixed number of buckets, which bounds the
-// model's size whatever is learned. See DESIGN below and cv_test.go for the
-// measurements behind the choices.
 package classify
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -91,6 +79,9 @@ func Open(st store.Store, opt Options) (*Classifier, error) {
 	if opt.Model == "" {
 		opt.Model = DefaultModel
 	}
+	if strings.ContainsAny(opt.Model, "\x00{}:") {
+		return nil, fmt.Errorf("classify: model name %q has NUL, braces or a colon", opt.Model)
+	}
 	return &Classifier{st: ts, opt: opt}, nil
 }
 
@@ -120,6 +111,16 @@ func MessageKey(raw []byte, h *builtins.Header) string {
 	return hex.EncodeToString(sum.Sum(nil)[:16])
 }
 
+// ErrEmptyMessage is returned for a message with nothing in it to learn.
+var ErrEmptyMessage = errors.New("classify: an empty message")
+
+func checkRaw(raw []byte) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return ErrEmptyMessage
+	}
+	return nil
+}
+
 func parse(raw []byte) *builtins.Parsed { return builtins.Parse(raw, builtins.Limits{}) }
 
 // Learn trains on a raw RFC 5322 message as spam (true) or ham. A message
@@ -127,6 +128,9 @@ func parse(raw []byte) *builtins.Parsed { return builtins.Parse(raw, builtins.Li
 // as the same class changes nothing (changed=false); as the other class
 // moves it.
 func (c *Classifier) Learn(ctx context.Context, raw []byte, spam bool) (changed bool, err error) {
+	if err := checkRaw(raw); err != nil {
+		return false, err
+	}
 	return c.LearnParsed(ctx, raw, parse(raw), spam)
 }
 
@@ -156,6 +160,9 @@ func (c *Classifier) buckets(p *builtins.Parsed) []uint32 {
 // Forget removes a message learned before; found=false if it was not
 // learned.
 func (c *Classifier) Forget(ctx context.Context, raw []byte) (found bool, err error) {
+	if err := checkRaw(raw); err != nil {
+		return false, err
+	}
 	p := parse(raw)
 	prev, err := c.st.TokenLearn(ctx, c.opt.Model, MessageKey(raw, p.Header), store.TokenNone, c.buckets(p), c.opt.Now())
 	if err != nil {

@@ -2,6 +2,7 @@ package classify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -173,5 +174,35 @@ func TestMinLearnedDefault(t *testing.T) {
 	learn(t, c, hamMsg(199), false, true)
 	if p, _ := prob(t, c, spamMsg(1000)); p < 0.99 {
 		t.Errorf("200 of each learned: %v, want spam", p)
+	}
+}
+
+// TestBadInput: an empty message is refused with a clear error, and
+// nothing is learned; a model name the stores cannot key is refused.
+func TestBadInput(t *testing.T) {
+	s, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := open(t, s, 1)
+	for _, raw := range [][]byte{nil, []byte(" \r\n\r\n")} {
+		if _, err := c.Learn(bg, raw, true); !errors.Is(err, ErrEmptyMessage) {
+			t.Errorf("learn %q: %v, want ErrEmptyMessage", raw, err)
+		}
+		if _, err := c.Forget(bg, raw); !errors.Is(err, ErrEmptyMessage) {
+			t.Errorf("forget %q: %v, want ErrEmptyMessage", raw, err)
+		}
+	}
+	counts(t, c, 0, 0)
+	// a message that is all header, or not mail at all, is still a message
+	learn(t, c, []byte("Subject: hello\r\n"), false, true)
+	learn(t, c, []byte("\x00\x01 not mail"), true, true)
+	counts(t, c, 1, 1)
+	if _, err := Open(s, Options{Model: "a:b"}); err == nil {
+		t.Error("a model name with a colon was accepted")
+	}
+	if _, err := Open(nil, Options{}); !errors.Is(err, ErrNoModelStore) {
+		t.Errorf("a nil store: %v, want ErrNoModelStore", err)
 	}
 }
