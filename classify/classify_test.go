@@ -206,3 +206,52 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("a nil store: %v, want ErrNoModelStore", err)
 	}
 }
+
+// TestRelaysShareRedis: two relays (two classifiers, two clients) on one
+// Redis learn into one model and judge alike.
+func TestRelaysShareRedis(t *testing.T) {
+	rs := storetest.StartRedis(t)
+	var cs [2]*Classifier
+	for i := range cs {
+		s := store.OpenRedis(store.RedisOptions{Addrs: []string{rs.Addr}})
+		t.Cleanup(func() { s.Close() })
+		cs[i] = open(t, s, 2)
+	}
+	learn(t, cs[0], spamMsg(1), true, true)
+	learn(t, cs[1], spamMsg(2), true, true)
+	learn(t, cs[0], hamMsg(1), false, true)
+	learn(t, cs[1], hamMsg(2), false, true)
+	learn(t, cs[1], spamMsg(1), true, false) // the other relay learned it
+	counts(t, cs[0], 2, 2)
+	p0, _ := prob(t, cs[0], spamMsg(9))
+	p1, _ := prob(t, cs[1], spamMsg(9))
+	if p0 != p1 || p0 < 0.9 {
+		t.Errorf("the relays judge %v and %v, want one spam verdict", p0, p1)
+	}
+}
+
+// FuzzTokens: whatever the message, tokenizing never panics, keeps within
+// its bound, gives each bucket once and only buckets in range.
+func FuzzTokens(f *testing.F) {
+	f.Add([]byte("Subject: =?utf-8?b?w6k=?= FREE!!!\r\nFrom: x@y\r\nContent-Type: text/html\r\n\r\n<a href=http://a.b/c?d>www.e.f</a> 12345678 $19.99"))
+	f.Add(spamMsg(1))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: application/zip; name=a.exe\r\n\r\nPK\r\n--x--"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		cfg := defaultTokens
+		cfg.max, cfg.buckets = 50, 1000
+		toks := tokens(builtins.Parse(raw, builtins.Limits{}), cfg)
+		if len(toks) > cfg.max {
+			t.Fatalf("%d tokens, max %d", len(toks), cfg.max)
+		}
+		seen := map[uint32]bool{}
+		for i, tk := range toks {
+			if tk.bucket >= cfg.buckets || seen[tk.bucket] {
+				t.Fatalf("token %q: bucket %d out of range or repeated", tk, tk.bucket)
+			}
+			seen[tk.bucket] = true
+			if tk.a >= int32(i) || tk.b >= int32(i) || (tk.a < 0) != (tk.b < 0) {
+				t.Fatalf("bigram %q refers to %d, %d", tk, tk.a, tk.b)
+			}
+		}
+	})
+}
