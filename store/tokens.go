@@ -222,42 +222,32 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 	if prev == class {
 		return prev, nil
 	}
-	type delta struct{ ham, spam int64 }
-	deltas := map[uint32]delta{}
-	add := func(bs []uint32, c TokenClass, n int64) {
-		for _, b := range bs {
-			d := deltas[b]
-			if c == TokenHam {
-				d.ham += n
-			} else {
-				d.spam += n
-			}
-			deltas[b] = d
+	// every bucket of the message moves the same way
+	var dh, ds int64
+	for c, n := range map[TokenClass]int64{prev: -1, class: 1} {
+		switch c {
+		case TokenHam:
+			dh = n
+		case TokenSpam:
+			ds = n
 		}
 	}
+	// in increasing key order, which the memtable inserts fastest
 	buckets = sortedBuckets(buckets)
-	if prev != TokenNone {
-		add(buckets, prev, -1)
-	}
-	if class != TokenNone {
-		add(buckets, class, 1)
-	}
-	next := make(map[uint32]TokenCount, len(deltas))
+	next := make([]TokenCount, len(buckets))
 	batch := s.db.NewBatch()
 	defer batch.Close()
-	for b, d := range deltas {
-		if d.ham == 0 && d.spam == 0 {
-			continue
-		}
+	key := []byte(pfxTokenCount + model + "\x00\x00\x00\x00\x00")
+	for i, b := range buckets {
 		c := m.counts[b]
-		c = TokenCount{uint32(max(0, int64(c.Ham)+d.ham)), uint32(max(0, int64(c.Spam)+d.spam))}
-		next[b] = c
-		k := tokenCountKey(model, b)
+		c = TokenCount{uint32(max(0, int64(c.Ham)+dh)), uint32(max(0, int64(c.Spam)+ds))}
+		next[i] = c
+		binary.BigEndian.PutUint32(key[len(key)-4:], b)
 		var err error
 		if c == (TokenCount{}) {
-			err = batch.Delete(k, nil)
+			err = batch.Delete(key, nil)
 		} else {
-			err = batch.Set(k, encodeCount(c), nil)
+			err = batch.Set(key, encodeCount(c), nil)
 		}
 		if err != nil {
 			return TokenNone, fmt.Errorf("store: %w", err)
@@ -290,11 +280,11 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 	if err := batch.Commit(pebble.NoSync); err != nil {
 		return TokenNone, fmt.Errorf("store: %w", err)
 	}
-	for b, c := range next {
+	for i, c := range next {
 		if c == (TokenCount{}) {
-			delete(m.counts, b)
+			delete(m.counts, buckets[i])
 		} else {
-			m.counts[b] = c
+			m.counts[buckets[i]] = c
 		}
 	}
 	m.total = tot
