@@ -84,9 +84,6 @@ const (
 	pfxTokenTotal = "n\x00"
 )
 
-func tokenCountKey(model string, b uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte(pfxTokenCount+model+"\x00"), b)
-}
 
 // A learned message's value: its class, then the unix time it was learned
 // (uvarint).
