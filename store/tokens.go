@@ -84,7 +84,6 @@ const (
 	pfxTokenTotal = "n\x00"
 )
 
-
 // A learned message's value: its class, then the unix time it was learned
 // (uvarint).
 func encodeLearned(class TokenClass, now time.Time) []byte {
