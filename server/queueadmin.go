@@ -1,0 +1,245 @@
+package server
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sluicemail/sluice/queue"
+)
+
+// The delivery queue as the operator sees it (`sluice queue`, SPEC 5):
+// list, show, retry now, delete. While the relay runs these go through it,
+// so that a retry reaches the deliverer at once and a delete never races
+// an attempt in flight; while it is stopped the command opens the spool
+// itself (cmd/sluice/queue.go).
+
+// QueuedMessage is a message in the delivery queue with its envelope.
+type QueuedMessage struct {
+	Envelope *queue.Envelope `json:"envelope"`
+	Message  []byte          `json:"message"`
+}
+
+// QueueResult says what a retry or a delete did to each id it was given.
+type QueueResult struct {
+	Done []string `json:"done"`
+	// Busy are being delivered at this moment: a retry is moot (the
+	// attempt is under way), a delete must wait for its outcome.
+	Busy    []string `json:"busy,omitempty"`
+	Missing []string `json:"missing,omitempty"`
+}
+
+// queueIDs is the body of a retry or delete: the ids, or all of the queue.
+type queueIDs struct {
+	IDs []string `json:"ids"`
+	All bool     `json:"all"`
+}
+
+// ids resolves All to the queue's ids at this moment.
+func (s *Server) queueIDs(q queueIDs) ([]string, error) {
+	if q.All {
+		return s.spool.List(queue.AreaQueue)
+	}
+	return q.IDs, nil
+}
+
+// QueueRetry makes the next attempt of the queued messages ids now. The
+// envelope on disk keeps its next_attempt until that attempt rewrites it.
+func (s *Server) QueueRetry(ids []string) (*QueueResult, error) {
+	res := &QueueResult{Done: []string{}}
+	var found []string
+	for _, id := range ids {
+		if _, err := s.spool.Envelope(queue.AreaQueue, id); errors.Is(err, queue.ErrNotFound) {
+			res.Missing = append(res.Missing, id)
+			continue
+		} else if err != nil {
+			return res, err
+		}
+		found = append(found, id)
+	}
+	res.Busy = s.delivery.retryNow(found, s.opts.Now())
+	busy := map[string]bool{}
+	for _, id := range res.Busy {
+		busy[id] = true
+	}
+	for _, id := range found {
+		if !busy[id] {
+			res.Done = append(res.Done, id)
+		}
+	}
+	if len(res.Done) > 0 {
+		s.log.Info("queue: retry now", "messages", len(res.Done))
+	}
+	return res, nil
+}
+
+// QueueDelete removes queued messages without a bounce. One that is being
+// delivered at this moment is left alone (Busy): its attempt would write
+// its envelope back.
+func (s *Server) QueueDelete(ids []string) (*QueueResult, error) {
+	res := &QueueResult{Done: []string{}}
+	for _, id := range ids {
+		if !s.delivery.claimForDelete(id) {
+			res.Busy = append(res.Busy, id)
+			continue
+		}
+		err := s.spool.Discard(queue.AreaQueue, id)
+		s.delivery.unclaimDeleted(id)
+		switch {
+		case errors.Is(err, queue.ErrNotFound):
+			res.Missing = append(res.Missing, id)
+		case err != nil:
+			return res, err
+		default:
+			res.Done = append(res.Done, id)
+			s.log.Info("queue: deleted by the operator, no bounce sent", "id", id)
+		}
+	}
+	return res, nil
+}
+
+// retryNow moves the ids' next attempt to now and returns those in flight
+// (or still being spooled, whose first attempt comes at once anyway).
+func (d *deliverer) retryNow(ids []string, now time.Time) (busy []string) {
+	d.mu.Lock()
+	want := map[string]bool{}
+	for _, id := range ids {
+		switch {
+		case d.busy[id] || d.claimed[id]:
+			busy = append(busy, id)
+		case d.queued[id]:
+			want[id] = true
+		default:
+			d.push(id, now) // on disk but not yet rescanned
+		}
+	}
+	if len(want) > 0 {
+		for i := range d.due {
+			if want[d.due[i].id] {
+				d.due[i].at = now
+			}
+		}
+		heap.Init(&d.due)
+	}
+	d.mu.Unlock()
+	d.poke()
+	return busy
+}
+
+// claimForDelete takes id out of the deliverer's hands for a delete: out
+// of the heap and the fresh cache, and marked busy so that neither the
+// dispatcher nor a rescan picks it up until unclaimDeleted. False when an
+// attempt (or its spooling) is under way.
+func (d *deliverer) claimForDelete(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy[id] || d.claimed[id] {
+		return false
+	}
+	if d.queued[id] {
+		delete(d.queued, id)
+		for i := range d.due {
+			if d.due[i].id == id {
+				heap.Remove(&d.due, i)
+				break
+			}
+		}
+	}
+	if f, ok := d.fresh[id]; ok {
+		delete(d.fresh, id)
+		d.freshBytes -= len(f.msg)
+	}
+	d.busy[id] = true
+	return true
+}
+
+func (d *deliverer) unclaimDeleted(id string) {
+	d.mu.Lock()
+	delete(d.busy, id)
+	d.mu.Unlock()
+}
+
+// queueRoutes serves the queue on the admin socket.
+func (s *Server) queueRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /queue", func(w http.ResponseWriter, r *http.Request) {
+		ids, err := s.spool.List(queue.AreaQueue)
+		envs := []*queue.Envelope{}
+		for _, id := range ids {
+			if e, err := s.spool.Envelope(queue.AreaQueue, id); err == nil {
+				envs = append(envs, e) // else delivered meanwhile
+			}
+		}
+		reply(w, envs, err)
+	})
+	mux.HandleFunc("GET /queue/{id}", func(w http.ResponseWriter, r *http.Request) {
+		var m QueuedMessage
+		var err error
+		if m.Envelope, err = s.spool.Envelope(queue.AreaQueue, r.PathValue("id")); err == nil {
+			m.Message, err = s.spool.Message(queue.AreaQueue, r.PathValue("id"))
+		}
+		replySpool(w, m, err)
+	})
+	act := func(do func([]string) (*QueueResult, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			var q queueIDs
+			if err := json.NewDecoder(io.LimitReader(r.Body, 16<<20)).Decode(&q); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			ids, err := s.queueIDs(q)
+			if err != nil {
+				reply(w, nil, err)
+				return
+			}
+			res, err := do(ids)
+			reply(w, res, err)
+		}
+	}
+	mux.HandleFunc("POST /queue/retry", act(s.QueueRetry))
+	mux.HandleFunc("POST /queue/delete", act(s.QueueDelete))
+}
+
+// errOldRelay: a 404 on an endpoint every relay with `sluice queue` has.
+var errOldRelay = errors.New("the running relay does not offer the queue on its admin socket (restart it with this version)")
+
+// Queued lists the running relay's delivery queue, oldest first.
+func (a *AdminClient) Queued(ctx context.Context) ([]*queue.Envelope, error) {
+	var es []*queue.Envelope
+	_, err := a.do(ctx, "GET", "/queue", nil, &es)
+	return es, err
+}
+
+// QueuedMessage fetches a queued message; queue.ErrNotFound if there is none.
+func (a *AdminClient) QueuedMessage(ctx context.Context, id string) (*QueuedMessage, error) {
+	var m QueuedMessage
+	code, err := a.do(ctx, "GET", "/queue/"+url.PathEscape(id), nil, &m)
+	if code == 404 {
+		return nil, queue.ErrNotFound
+	}
+	return &m, err
+}
+
+// QueueRetry has the running relay try the messages now (all: the whole queue).
+func (a *AdminClient) QueueRetry(ctx context.Context, ids []string, all bool) (*QueueResult, error) {
+	var res QueueResult
+	code, err := a.do(ctx, "POST", "/queue/retry", queueIDs{IDs: ids, All: all}, &res)
+	if code == 404 {
+		return nil, errOldRelay
+	}
+	return &res, err
+}
+
+// QueueDelete has the running relay delete the messages (all: the whole queue).
+func (a *AdminClient) QueueDelete(ctx context.Context, ids []string, all bool) (*QueueResult, error) {
+	var res QueueResult
+	code, err := a.do(ctx, "POST", "/queue/delete", queueIDs{IDs: ids, All: all}, &res)
+	if code == 404 {
+		return nil, errOldRelay
+	}
+	return &res, err
+}
