@@ -157,7 +157,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	case "show":
 		m, err := q.QueuedMessage(ctx, pos[1])
 		if err != nil {
-			fmt.Fprintf(stderr, "sluice queue show: %s: %v\n", pos[1], err)
+			fmt.Fprintf(stderr, "sluice queue show: %s: %v%s\n", pos[1], err, rs.heldHint(ctx, pos[1], err))
 			return 1
 		}
 		printQueued(stdout, m, now, *body)
@@ -190,7 +190,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		for _, id := range res.Missing {
-			fmt.Fprintf(stderr, "sluice queue %s: %s: %v\n", pos[0], id, queue.ErrNotFound)
+			fmt.Fprintf(stderr, "sluice queue %s: %s: %v%s\n", pos[0], id, queue.ErrNotFound, rs.heldHint(ctx, id, queue.ErrNotFound))
 			code = 1
 		}
 		if all && len(res.Done)+len(res.Busy)+len(res.Missing) == 0 {
@@ -202,6 +202,19 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return code
+}
+
+// heldHint points to sluice hold for an id not in the queue but held.
+func (rs *relayState) heldHint(ctx context.Context, id string, err error) string {
+	if !errors.Is(err, queue.ErrNotFound) {
+		return ""
+	}
+	if h, herr := rs.hold(); herr == nil {
+		if _, herr := h.HeldMessage(ctx, id); herr == nil {
+			return " in the queue: it is in the holding area (sluice hold show|release|delete)"
+		}
+	}
+	return ""
 }
 
 // printQueue prints one paragraph per message: its line (age, size,

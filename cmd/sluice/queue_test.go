@@ -147,7 +147,7 @@ func TestQueueCommands(t *testing.T) {
 	bin := buildSluice(t)
 	etc := t.TempDir()
 	os.MkdirAll(filepath.Join(etc, "rules"), 0o755)
-	os.WriteFile(filepath.Join(etc, "rules", "rules.yaml"), []byte("rules: []\n"), 0o644)
+	os.WriteFile(filepath.Join(etc, "rules", "rules.yaml"), []byte("rules:\n  - review: 'subject contains \"[review]\" => hold \"held for review\"'\n"), 0o644)
 	hop := &nextHop{addr: freePort(t)}
 	cfg := filepath.Join(etc, "sluice.yaml")
 	os.WriteFile(cfg, []byte("listen: [{addr: '127.0.0.1:0'}]\nstate_dir: state\nrules_dir: rules\n"+
@@ -237,6 +237,16 @@ func TestQueueCommands(t *testing.T) {
 		if code != 1 || !strings.Contains(errs, nope+": no such message") {
 			t.Errorf("queue %s of an unknown id: exit %d, want 1\n%s%s", verb, code, out, errs)
 		}
+	}
+	// A held message is not in the queue: the error says where it is.
+	sendTo(t, relay.addr, "app@example.com", []string{"h@example.org"}, "[review] h")
+	_, out, _ = sluiceIn(t, bin, ops, []string{"SLUICE_CONFIG=" + cfg}, "hold", "list")
+	held := regexp.MustCompile(`(?m)^([0-9A-Z]{26}) `).FindStringSubmatch(out)
+	if held == nil {
+		t.Fatalf("hold list: %q", out)
+	}
+	if code, _, errs := q("retry", held[1]); code != 1 || !strings.Contains(errs, held[1]+": no such message in the queue: it is in the holding area") {
+		t.Errorf("queue retry of a held message: exit %d %q", code, errs)
 	}
 	// An unknown id among known ones: the known one is acted on, exit 1.
 	code, out, errs = q("delete", id("a"), nope)
@@ -332,5 +342,21 @@ func TestAge(t *testing.T) {
 		if got := age(c.d); got != c.want {
 			t.Errorf("age(%v) = %q, want %q", c.d, got, c.want)
 		}
+	}
+}
+
+// TestQueueWithoutState: without a relay state, sluice queue says so,
+// exits 1 and creates nothing (SPEC 5).
+func TestQueueWithoutState(t *testing.T) {
+	bin := buildSluice(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{{"queue", "list"}, {"queue", "retry", "ALL"}, {"queue", "delete", "01M84V542CRSTKW97K03G6TVAY"}} {
+		code, out, errs := sluiceIn(t, bin, dir, nil, args...)
+		if code != 1 || out != "" || !strings.Contains(errs, "no relay state at "+filepath.Join(dir, "sluice-state")) {
+			t.Errorf("%v: exit %d %q %q", args, code, out, errs)
+		}
+	}
+	if e := entries(t, dir); len(e) != 0 {
+		t.Errorf("sluice queue created %v", e)
 	}
 }
