@@ -164,6 +164,33 @@ func (d *deliverer) unclaimDeleted(id string) {
 	d.mu.Unlock()
 }
 
+// errBusy: a delete of a message whose attempt is under way.
+var errBusy = errors.New("being delivered right now; try again in a moment")
+
+// RetryQueued is QueueRetry of one message, for the console; one being
+// delivered at this moment is being tried already.
+func (c consoleRelay) RetryQueued(_ context.Context, id string) error {
+	res, err := c.s.QueueRetry([]string{id})
+	if err == nil && len(res.Missing) > 0 {
+		err = queue.ErrNotFound
+	}
+	return err
+}
+
+// DeleteQueued is QueueDelete of one message, for the console.
+func (c consoleRelay) DeleteQueued(_ context.Context, id string) error {
+	res, err := c.s.QueueDelete([]string{id})
+	switch {
+	case err != nil:
+		return err
+	case len(res.Missing) > 0:
+		return queue.ErrNotFound
+	case len(res.Busy) > 0:
+		return errBusy
+	}
+	return nil
+}
+
 // queueRoutes serves the queue on the admin socket.
 func (s *Server) queueRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /queue", func(w http.ResponseWriter, r *http.Request) {
