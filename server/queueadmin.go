@@ -84,13 +84,10 @@ func (s *Server) QueueRetry(ids []string) (*QueueResult, error) {
 func (s *Server) QueueDelete(ids []string) (*QueueResult, error) {
 	res := &QueueResult{Done: []string{}}
 	for _, id := range ids {
-		if !s.delivery.claimForDelete(id) {
-			res.Busy = append(res.Busy, id)
-			continue
-		}
-		err := s.spool.Discard(queue.AreaQueue, id)
-		s.delivery.unclaimDeleted(id)
+		busy, err := s.delivery.whileIdle(id, func() error { return s.spool.Discard(queue.AreaQueue, id) })
 		switch {
+		case busy:
+			res.Busy = append(res.Busy, id)
 		case errors.Is(err, queue.ErrNotFound):
 			res.Missing = append(res.Missing, id)
 		case err != nil:
@@ -102,6 +99,9 @@ func (s *Server) QueueDelete(ids []string) (*QueueResult, error) {
 	}
 	return res, nil
 }
+
+// The deliverer's part in the queue commands is these two calls: when
+// delivery changes, they are what must follow.
 
 // retryNow moves the ids' next attempt to now and returns those in flight
 // (or still being spooled, whose first attempt comes at once anyway).
@@ -131,15 +131,15 @@ func (d *deliverer) retryNow(ids []string, now time.Time) (busy []string) {
 	return busy
 }
 
-// claimForDelete takes id out of the deliverer's hands for a delete: out
+// whileIdle runs f (a delete) with id out of the deliverer's hands: out
 // of the heap and the fresh cache, and marked busy so that neither the
-// dispatcher nor a rescan picks it up until unclaimDeleted. False when an
-// attempt (or its spooling) is under way.
-func (d *deliverer) claimForDelete(id string) bool {
+// dispatcher nor a rescan picks it up meanwhile. It does not run f, and
+// reports busy, while an attempt (or the message's spooling) is under way.
+func (d *deliverer) whileIdle(id string, f func() error) (busy bool, err error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.busy[id] || d.claimed[id] {
-		return false
+		d.mu.Unlock()
+		return true, nil
 	}
 	if d.queued[id] {
 		delete(d.queued, id)
@@ -150,18 +150,19 @@ func (d *deliverer) claimForDelete(id string) bool {
 			}
 		}
 	}
-	if f, ok := d.fresh[id]; ok {
+	if fm, ok := d.fresh[id]; ok {
 		delete(d.fresh, id)
-		d.freshBytes -= len(f.msg)
+		d.freshBytes -= len(fm.msg)
 	}
 	d.busy[id] = true
-	return true
-}
-
-func (d *deliverer) unclaimDeleted(id string) {
+	d.mu.Unlock()
+	err = f()
 	d.mu.Lock()
 	delete(d.busy, id)
 	d.mu.Unlock()
+	// Had f failed, with the message still spooled, the next rescan
+	// queues it again.
+	return false, err
 }
 
 // errBusy: a delete of a message whose attempt is under way.
