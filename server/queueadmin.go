@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -32,12 +33,15 @@ type QueueResult struct {
 	// attempt is under way), a delete must wait for its outcome.
 	Busy    []string `json:"busy,omitempty"`
 	Missing []string `json:"missing,omitempty"`
+	// Bounced are the deleted messages whose sender was sent a bounce.
+	Bounced []string `json:"bounced,omitempty"`
 }
 
 // queueIDs is the body of a retry or delete: the ids, or all of the queue.
 type queueIDs struct {
-	IDs []string `json:"ids"`
-	All bool     `json:"all"`
+	IDs    []string `json:"ids"`
+	All    bool     `json:"all"`
+	Bounce bool     `json:"bounce,omitempty"` // delete: bounce to the sender first
 }
 
 // ids resolves All to the queue's ids at this moment.
@@ -78,13 +82,24 @@ func (s *Server) QueueRetry(ids []string) (*QueueResult, error) {
 	return res, nil
 }
 
-// QueueDelete removes queued messages without a bounce. One that is being
-// delivered at this moment is left alone (Busy): its attempt would write
-// its envelope back.
-func (s *Server) QueueDelete(ids []string) (*QueueResult, error) {
+// QueueDelete removes queued messages; with bounce, their senders are
+// first sent a bounce (RFC 3464) for each recipient not yet delivered,
+// unless they are senders no bounce goes to (see bounceable). One that is
+// being delivered at this moment is left alone (Busy): its attempt would
+// write its envelope back.
+func (s *Server) QueueDelete(ids []string, bounce bool) (*QueueResult, error) {
 	res := &QueueResult{Done: []string{}}
 	for _, id := range ids {
-		busy, err := s.delivery.whileIdle(id, func() error { return s.spool.Discard(queue.AreaQueue, id) })
+		bounced := false
+		busy, err := s.delivery.whileIdle(id, func() error {
+			if bounce {
+				var err error
+				if bounced, err = s.bounceDeleted(id); err != nil {
+					return err
+				}
+			}
+			return s.spool.Discard(queue.AreaQueue, id)
+		})
 		switch {
 		case busy:
 			res.Busy = append(res.Busy, id)
@@ -94,10 +109,46 @@ func (s *Server) QueueDelete(ids []string) (*QueueResult, error) {
 			return res, err
 		default:
 			res.Done = append(res.Done, id)
-			s.log.Info("queue: deleted by the operator, no bounce sent", "id", id)
+			if bounced {
+				res.Bounced = append(res.Bounced, id)
+			}
+			s.log.Info("queue: deleted by the operator", "id", id, "bounced", bounced)
 		}
 	}
 	return res, nil
+}
+
+// bounceDeleted queues the bounce of a message the operator deletes: its
+// recipients not yet delivered fail with the reason, and the last error.
+func (s *Server) bounceDeleted(id string) (bool, error) {
+	env, err := s.spool.Envelope(queue.AreaQueue, id)
+	if err != nil {
+		return false, err
+	}
+	if !s.bounceable(s.cfg.Load(), env) {
+		return false, nil
+	}
+	msg, err := s.spool.Message(queue.AreaQueue, id)
+	if err != nil {
+		return false, err
+	}
+	for i := range env.Rcpts {
+		r := &env.Rcpts[i]
+		if r.Status != queue.StatusPending {
+			continue
+		}
+		// No SMTP server said this: no reply code, a 5.0.0 status.
+		r.Status, r.Code, r.Enhanced = queue.StatusFailed, 0, "5.0.0"
+		if r.Detail != "" {
+			r.Detail = "deleted from the queue by the operator; last error: " + r.Detail
+		} else {
+			r.Detail = "deleted from the queue by the operator"
+		}
+	}
+	if err := s.sendDSN(env, msg, "failed"); err != nil {
+		return false, fmt.Errorf("bounce of %s: %w", id, err)
+	}
+	return true, nil
 }
 
 // The deliverer's part in the queue commands is these two calls: when
@@ -180,7 +231,7 @@ func (c consoleRelay) RetryQueued(_ context.Context, id string) error {
 
 // DeleteQueued is QueueDelete of one message, for the console.
 func (c consoleRelay) DeleteQueued(_ context.Context, id string) error {
-	res, err := c.s.QueueDelete([]string{id})
+	res, err := c.s.QueueDelete([]string{id}, false)
 	switch {
 	case err != nil:
 		return err
@@ -212,7 +263,7 @@ func (s *Server) queueRoutes(mux *http.ServeMux) {
 		}
 		replySpool(w, m, err)
 	})
-	act := func(do func([]string) (*QueueResult, error)) http.HandlerFunc {
+	act := func(do func(queueIDs, []string) (*QueueResult, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			var q queueIDs
 			if err := json.NewDecoder(io.LimitReader(r.Body, 16<<20)).Decode(&q); err != nil {
@@ -224,12 +275,12 @@ func (s *Server) queueRoutes(mux *http.ServeMux) {
 				reply(w, nil, err)
 				return
 			}
-			res, err := do(ids)
+			res, err := do(q, ids)
 			reply(w, res, err)
 		}
 	}
-	mux.HandleFunc("POST /queue/retry", act(s.QueueRetry))
-	mux.HandleFunc("POST /queue/delete", act(s.QueueDelete))
+	mux.HandleFunc("POST /queue/retry", act(func(_ queueIDs, ids []string) (*QueueResult, error) { return s.QueueRetry(ids) }))
+	mux.HandleFunc("POST /queue/delete", act(func(q queueIDs, ids []string) (*QueueResult, error) { return s.QueueDelete(ids, q.Bounce) }))
 }
 
 // errOldRelay: a 404 on an endpoint every relay with `sluice queue` has.
@@ -262,10 +313,11 @@ func (a *AdminClient) QueueRetry(ctx context.Context, ids []string, all bool) (*
 	return &res, err
 }
 
-// QueueDelete has the running relay delete the messages (all: the whole queue).
-func (a *AdminClient) QueueDelete(ctx context.Context, ids []string, all bool) (*QueueResult, error) {
+// QueueDelete has the running relay delete the messages (all: the whole
+// queue), bouncing them first if bounce.
+func (a *AdminClient) QueueDelete(ctx context.Context, ids []string, all, bounce bool) (*QueueResult, error) {
 	var res QueueResult
-	code, err := a.do(ctx, "POST", "/queue/delete", queueIDs{IDs: ids, All: all}, &res)
+	code, err := a.do(ctx, "POST", "/queue/delete", queueIDs{IDs: ids, All: all, Bounce: bounce}, &res)
 	if code == 404 {
 		return nil, errOldRelay
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func TestQueueRetryAndDeleteAgainstTheDeliverer(t *testing.T) {
 			close(inData)
 			<-unblock
 			return nil
-		case 2, 4: // the second and third messages' first attempts: deferred
+		case 2, 4, 5: // the 2nd, 3rd and 4th messages' first attempts: deferred
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "not now"}
 		}
 		return nil
@@ -33,7 +34,7 @@ func TestQueueRetryAndDeleteAgainstTheDeliverer(t *testing.T) {
 	cfg := testConfig(t, k)
 	cfg.Delivery.Retry = []Duration{Duration(time.Hour)}
 	cfg.Delivery.RescanInterval = Duration(20 * time.Millisecond)
-	r := startRelay(t, cfg, testRules)
+	r := startRelay(t, cfg, "rules: []\n") // no hourly limit
 	s := r.srv
 	c := r.dial(t, "submission")
 	login(t, c, "ops")
@@ -55,7 +56,7 @@ func TestQueueRetryAndDeleteAgainstTheDeliverer(t *testing.T) {
 
 	first := sendOne("in flight")
 	<-inData
-	res, err := s.QueueDelete([]string{first, "01NOSUCHMESSAGE0000000000X"})
+	res, err := s.QueueDelete([]string{first, "01NOSUCHMESSAGE0000000000X"}, false)
 	if err != nil || len(res.Done) != 0 || !slices.Equal(res.Busy, []string{first}) || !slices.Equal(res.Missing, []string{"01NOSUCHMESSAGE0000000000X"}) {
 		t.Errorf("delete of a message in flight: %+v %v", res, err)
 	}
@@ -80,7 +81,7 @@ func TestQueueRetryAndDeleteAgainstTheDeliverer(t *testing.T) {
 	// Deferred, then deleted: never delivered, never rescanned back.
 	third := sendOne("deleted")
 	waitAttempts(t, s, third, 1)
-	untilDone(t, "delete", func() (*QueueResult, error) { return s.QueueDelete([]string{third}) })
+	untilDone(t, "delete", func() (*QueueResult, error) { return s.QueueDelete([]string{third}, false) })
 	if _, err := s.spool.Envelope(queue.AreaQueue, third); !errors.Is(err, queue.ErrNotFound) {
 		t.Errorf("deleted message still in the spool: %v", err)
 	}
@@ -90,6 +91,26 @@ func TestQueueRetryAndDeleteAgainstTheDeliverer(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // 15 rescans
 	if n := len(k.messages()); n != 2 {
 		t.Errorf("the sink holds %d messages, want 2: the deleted one went out", n)
+	}
+
+	// Deleted with a bounce: the sender learns why, the message is gone.
+	fourth := sendOne("bounced")
+	waitAttempts(t, s, fourth, 1)
+	untilDone(t, "delete with a bounce", func() (*QueueResult, error) {
+		res, err := s.QueueDelete([]string{fourth}, true)
+		if err == nil && len(res.Done) == 1 && !slices.Equal(res.Bounced, []string{fourth}) {
+			t.Errorf("not said bounced: %+v", res)
+		}
+		return res, err
+	})
+	got := k.wait(t, 3, 5*time.Second)
+	dsn := got[2]
+	if dsn.From != "" || !slices.Equal(dsn.Rcpts, []string{"x@acme.test"}) || !strings.Contains(string(dsn.Data), "deleted from the queue by the operator; last error: ") ||
+		!strings.Contains(string(dsn.Data), "Status: 5.0.0") || !strings.Contains(string(dsn.Data), "Subject: bounced") {
+		t.Errorf("the bounce: from <%s> to %v\n%s", dsn.From, dsn.Rcpts, dsn.Data)
+	}
+	if _, err := s.spool.Envelope(queue.AreaQueue, fourth); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("bounced message still in the spool: %v", err)
 	}
 }
 

@@ -28,7 +28,7 @@ usage:
   sluice serve [--config FILE] [--rules DIR]          run the relay (no config: 127.0.0.1:2525, mail into ./sluice-state/mail)
   sluice hold list|show ID|release ID...|delete ID... [--config FILE]
                                                       review the holding area
-  sluice queue list [--count] [--json] | show ID [--body] | retry ID...|ALL | delete ID...|ALL [--config FILE]
+  sluice queue list [--count] [--json] | show ID [--body] | retry ID...|ALL | delete [--bounce] ID...|ALL [--config FILE]
                                                       the delivery queue: what waits, why, when it is tried next
   sluice list show NAME [KEY] | add NAME KEY [--reason TEXT] [--for 7d] | remove NAME KEY [--config FILE]
                                                       the dynamic lists: bounces, unsubscribes, blocked, ...

@@ -15,14 +15,14 @@ import (
 	"github.com/sluicemail/sluice/server"
 )
 
-const queueUsage = "usage: sluice queue list [--count] [--json] | show ID [--body] | retry ID...|ALL | delete ID...|ALL [--config FILE]"
+const queueUsage = "usage: sluice queue list [--count] [--json] | show ID [--body] | retry ID...|ALL | delete [--bounce] ID...|ALL [--config FILE]"
 
 // queueArea is the delivery queue, of the running relay or of the spool.
 type queueArea interface {
 	Queued(ctx context.Context) ([]*queue.Envelope, error)
 	QueuedMessage(ctx context.Context, id string) (*server.QueuedMessage, error)
 	QueueRetry(ctx context.Context, ids []string, all bool) (*server.QueueResult, error)
-	QueueDelete(ctx context.Context, ids []string, all bool) (*server.QueueResult, error)
+	QueueDelete(ctx context.Context, ids []string, all, bounce bool) (*server.QueueResult, error)
 }
 
 func (rs *relayState) queue() (queueArea, error) {
@@ -94,7 +94,14 @@ func (q spoolQueue) QueueRetry(_ context.Context, ids []string, all bool) (*serv
 	})
 }
 
-func (q spoolQueue) QueueDelete(_ context.Context, ids []string, all bool) (*server.QueueResult, error) {
+// errBounceNeedsRelay: a bounce is a message to send, which only a
+// running relay does.
+var errBounceNeedsRelay = errors.New("--bounce needs the running relay, which sends the bounces: start it, or delete without --bounce")
+
+func (q spoolQueue) QueueDelete(_ context.Context, ids []string, all, bounce bool) (*server.QueueResult, error) {
+	if bounce {
+		return nil, errBounceNeedsRelay
+	}
 	// Discard, not Remove: a delete lost in a crash would bring the
 	// message back to be delivered.
 	return q.each(ids, all, func(id string) error { return q.sp.Discard(queue.AreaQueue, id) })
@@ -106,6 +113,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	count := fs.Bool("count", false, "list: print only the number of queued messages")
 	asJSON := fs.Bool("json", false, "list: print the envelopes as JSON")
 	body := fs.Bool("body", false, "show: print the whole message, not only its header")
+	bounce := fs.Bool("bounce", false, "delete: send the sender a bounce first (needs the running relay)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -168,13 +176,24 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	if pos[0] == "retry" {
 		res, err = q.QueueRetry(ctx, ids, all)
 	} else {
-		res, err = q.QueueDelete(ctx, ids, all)
+		res, err = q.QueueDelete(ctx, ids, all, *bounce)
 	}
 	code := 0
 	if res != nil {
+		bounced := map[string]bool{}
+		for _, id := range res.Bounced {
+			bounced[id] = true
+		}
 		for _, id := range res.Done {
 			if pos[0] == "delete" {
-				fmt.Fprintf(stdout, "%s deleted (no bounce sent)\n", id)
+				switch {
+				case bounced[id]:
+					fmt.Fprintf(stdout, "%s deleted, its sender sent a bounce\n", id)
+				case *bounce:
+					fmt.Fprintf(stdout, "%s deleted (no bounce: none goes to the null sender, for a bounce, or for inbound mail)\n", id)
+				default:
+					fmt.Fprintf(stdout, "%s deleted (no bounce sent)\n", id)
+				}
 			} else if rs.admin != nil {
 				fmt.Fprintf(stdout, "%s: next attempt now\n", id)
 			} else {

@@ -276,6 +276,9 @@ func TestQueueCommands(t *testing.T) {
 	if code != 0 || errs != direct || !strings.Contains(out, "3 messages waiting, 3 recipients pending") || !strings.Contains(out, id("c")) {
 		t.Errorf("queue list, relay stopped: exit %d\n%s%s", code, out, errs)
 	}
+	if code, out, errs := q("delete", "--bounce", id("c")); code != 1 || out != "" || !strings.Contains(errs, "--bounce needs the running relay") {
+		t.Errorf("queue delete --bounce, relay stopped: exit %d %q %q", code, out, errs)
+	}
 	code, out, _ = q("retry", id("c"))
 	if code != 0 || out != id("c")+": next attempt as soon as the relay runs\n" {
 		t.Errorf("queue retry, relay stopped: exit %d %q", code, out)
@@ -315,8 +318,21 @@ func TestQueueCommands(t *testing.T) {
 			t.Fatalf("f and g not attempted: %v", envs)
 		}
 	}
+	// f with a bounce to its sender, which waits too (the hop is down).
+	code, out, _ = q("delete", "--bounce", id("f"))
+	if code != 0 || out != id("f")+" deleted, its sender sent a bounce\n" {
+		t.Errorf("queue delete --bounce: exit %d %q", code, out)
+	}
+	envs = queued("the bounce")
+	if b := envs["app"]; len(envs) != 2 || b == nil || !b.Bounce || b.From != "" {
+		t.Fatalf("after delete --bounce, want g and the bounce to app@example.com queued: %v", envs)
+	}
+	code, out, _ = q("show", id("app"), "--body")
+	if code != 0 || !strings.Contains(out, "deleted from the queue by the operator; last error: ") || !strings.Contains(out, "Subject: msg f") {
+		t.Errorf("the bounce:\n%s", out)
+	}
 	code, out, _ = q("delete", "ALL")
-	if code != 0 || !sameSet(strings.Split(strings.TrimSpace(out), "\n"), []string{id("f") + " deleted (no bounce sent)", id("g") + " deleted (no bounce sent)"}) {
+	if code != 0 || !sameSet(strings.Split(strings.TrimSpace(out), "\n"), []string{id("app") + " deleted (no bounce sent)", id("g") + " deleted (no bounce sent)"}) {
 		t.Errorf("queue delete ALL: exit %d %q", code, out)
 	}
 	if code, out, _ := q("list"); code != 0 || out != "0 messages waiting, 0 recipients pending\n" {
