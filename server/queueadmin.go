@@ -37,20 +37,15 @@ type QueueResult struct {
 	Bounced []string `json:"bounced,omitempty"`
 }
 
-// queueIDs is the body of a retry or delete: the ids, or all of the queue.
+// queueIDs is the body of a retry or delete.
 type queueIDs struct {
 	IDs    []string `json:"ids"`
-	All    bool     `json:"all"`
 	Bounce bool     `json:"bounce,omitempty"` // delete: bounce to the sender first
 }
 
-// ids resolves All to the queue's ids at this moment.
-func (s *Server) queueIDs(q queueIDs) ([]string, error) {
-	if q.All {
-		return s.spool.List(queue.AreaQueue)
-	}
-	return q.IDs, nil
-}
+// adminBatch is how many ids one request to the admin socket carries: a
+// delete syncs the spool for each, and the client gives a request 10 s.
+const adminBatch = 100
 
 // QueueRetry makes the next attempt of the queued messages ids now. The
 // envelope on disk keeps its next_attempt until that attempt rewrites it.
@@ -263,24 +258,19 @@ func (s *Server) queueRoutes(mux *http.ServeMux) {
 		}
 		replySpool(w, m, err)
 	})
-	act := func(do func(queueIDs, []string) (*QueueResult, error)) http.HandlerFunc {
+	act := func(do func(queueIDs) (*QueueResult, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			var q queueIDs
 			if err := json.NewDecoder(io.LimitReader(r.Body, 16<<20)).Decode(&q); err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
-			ids, err := s.queueIDs(q)
-			if err != nil {
-				reply(w, nil, err)
-				return
-			}
-			res, err := do(q, ids)
+			res, err := do(q)
 			reply(w, res, err)
 		}
 	}
-	mux.HandleFunc("POST /queue/retry", act(func(_ queueIDs, ids []string) (*QueueResult, error) { return s.QueueRetry(ids) }))
-	mux.HandleFunc("POST /queue/delete", act(func(q queueIDs, ids []string) (*QueueResult, error) { return s.QueueDelete(ids, q.Bounce) }))
+	mux.HandleFunc("POST /queue/retry", act(func(q queueIDs) (*QueueResult, error) { return s.QueueRetry(q.IDs) }))
+	mux.HandleFunc("POST /queue/delete", act(func(q queueIDs) (*QueueResult, error) { return s.QueueDelete(q.IDs, q.Bounce) }))
 }
 
 // errOldRelay: a 404 on an endpoint every relay with `sluice queue` has.
@@ -305,21 +295,44 @@ func (a *AdminClient) QueuedMessage(ctx context.Context, id string) (*QueuedMess
 
 // QueueRetry has the running relay try the messages now (all: the whole queue).
 func (a *AdminClient) QueueRetry(ctx context.Context, ids []string, all bool) (*QueueResult, error) {
-	var res QueueResult
-	code, err := a.do(ctx, "POST", "/queue/retry", queueIDs{IDs: ids, All: all}, &res)
-	if code == 404 {
-		return nil, errOldRelay
-	}
-	return &res, err
+	return a.queueAct(ctx, "/queue/retry", ids, all, false)
 }
 
 // QueueDelete has the running relay delete the messages (all: the whole
 // queue), bouncing them first if bounce.
 func (a *AdminClient) QueueDelete(ctx context.Context, ids []string, all, bounce bool) (*QueueResult, error) {
-	var res QueueResult
-	code, err := a.do(ctx, "POST", "/queue/delete", queueIDs{IDs: ids, All: all, Bounce: bounce}, &res)
-	if code == 404 {
-		return nil, errOldRelay
+	return a.queueAct(ctx, "/queue/delete", ids, all, bounce)
+}
+
+// queueAct sends the ids in batches of adminBatch; all is the queue's ids
+// at this moment.
+func (a *AdminClient) queueAct(ctx context.Context, path string, ids []string, all, bounce bool) (*QueueResult, error) {
+	if all {
+		envs, err := a.Queued(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ids = nil
+		for _, e := range envs {
+			ids = append(ids, e.ID)
+		}
 	}
-	return &res, err
+	total := &QueueResult{Done: []string{}}
+	for len(ids) > 0 {
+		n := min(len(ids), adminBatch)
+		var res QueueResult
+		code, err := a.do(ctx, "POST", path, queueIDs{IDs: ids[:n], Bounce: bounce}, &res)
+		if code == 404 {
+			return nil, errOldRelay
+		}
+		total.Done = append(total.Done, res.Done...)
+		total.Busy = append(total.Busy, res.Busy...)
+		total.Missing = append(total.Missing, res.Missing...)
+		total.Bounced = append(total.Bounced, res.Bounced...)
+		if err != nil {
+			return total, err
+		}
+		ids = ids[n:]
+	}
+	return total, nil
 }

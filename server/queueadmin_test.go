@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +143,52 @@ func untilDone(t *testing.T, what string, do func() (*QueueResult, error)) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: still busy: %+v", what, res)
 		}
+	}
+}
+
+// TestAdminQueueAllInBatches: through the admin socket, as `sluice queue`
+// goes, ALL covers a queue larger than one request's batch.
+func TestAdminQueueAllInBatches(t *testing.T) {
+	k := newSink(t)
+	k.dataAnswer = func(int) error {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "not now"}
+	}
+	cfg := testConfig(t, k)
+	cfg.Delivery.Retry = []Duration{Duration(time.Hour)}
+	r := startRelay(t, cfg, "rules: []\n")
+	c := r.dial(t, "submission")
+	login(t, c, "ops")
+	const n = 2*adminBatch + 7
+	for i := range n {
+		subject := "m" + strconv.Itoa(i)
+		if _, err := send(c, "x@acme.test", []string{"bob@example.org"}, message("x@acme.test", "bob@example.org", subject)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, _ := r.srv.spool.List(queue.AreaQueue)
+	if len(ids) != n {
+		t.Fatalf("%d queued, want %d", len(ids), n)
+	}
+	for _, id := range ids {
+		waitAttempts(t, r.srv, id, 1)
+	}
+	time.Sleep(100 * time.Millisecond) // the workers let go of them
+	a, ok := DialAdmin(AdminSocket(cfg))
+	if !ok {
+		t.Fatal("no admin socket")
+	}
+	ctx := context.Background()
+	if envs, err := a.Queued(ctx); err != nil || len(envs) != n {
+		t.Fatalf("Queued: %d %v", len(envs), err)
+	}
+	res, err := a.QueueDelete(ctx, nil, true, false)
+	if err != nil || len(res.Done) != n || len(res.Busy)+len(res.Missing)+len(res.Bounced) != 0 {
+		t.Fatalf("delete ALL: %d done, %+v %v", len(res.Done), res, err)
+	}
+	if left, _ := r.srv.spool.List(queue.AreaQueue); len(left) != 0 {
+		t.Errorf("%d left in the queue", len(left))
+	}
+	if _, err := a.QueuedMessage(ctx, ids[0]); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("QueuedMessage of a deleted message: %v", err)
 	}
 }

@@ -79,9 +79,9 @@ type Relay interface {
 	SearchDecisions(ctx context.Context, q DecisionQuery, offset, limit int) (found []DecisionSummary, more bool, err error)
 	// Queue lists the messages waiting for delivery, oldest first.
 	Queue(ctx context.Context) ([]Queued, error)
-	// RetryQueued makes a queued message's next attempt now;
-	// DeleteQueued removes it without a bounce. Both fail for a message
-	// being delivered at that moment.
+	// RetryQueued makes a queued message's next attempt now (one being
+	// delivered at that moment is being tried already); DeleteQueued
+	// removes it without a bounce, and fails for one being delivered.
 	RetryQueued(ctx context.Context, id string) error
 	DeleteQueued(ctx context.Context, id string) error
 	Reviews(ctx context.Context) ([]Review, error)
