@@ -127,11 +127,16 @@ func (s *Server) bounceDeleted(id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	failed := 0
 	for i := range env.Rcpts {
 		r := &env.Rcpts[i]
+		if r.Status == queue.StatusFailed {
+			failed++ // a bounce that could not be sent before: sent now
+		}
 		if r.Status != queue.StatusPending {
 			continue
 		}
+		failed++
 		// No SMTP server said this: no reply code, a 5.0.0 status.
 		r.Status, r.Code, r.Enhanced = queue.StatusFailed, 0, "5.0.0"
 		if r.Detail != "" {
@@ -139,6 +144,9 @@ func (s *Server) bounceDeleted(id string) (bool, error) {
 		} else {
 			r.Detail = "deleted from the queue by the operator"
 		}
+	}
+	if failed == 0 {
+		return false, nil // every recipient has its message
 	}
 	if err := s.sendDSN(env, msg, "failed"); err != nil {
 		return false, fmt.Errorf("bounce of %s: %w", id, err)

@@ -190,7 +190,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 				case bounced[id]:
 					fmt.Fprintf(stdout, "%s deleted, its sender sent a bounce\n", id)
 				case *bounce:
-					fmt.Fprintf(stdout, "%s deleted (no bounce: none goes to the null sender, for a bounce, or for inbound mail)\n", id)
+					fmt.Fprintf(stdout, "%s deleted (no bounce: the null sender, a bounce itself, inbound mail, or no recipient undelivered)\n", id)
 				default:
 					fmt.Fprintf(stdout, "%s deleted (no bounce sent)\n", id)
 				}

@@ -331,8 +331,21 @@ func TestQueueCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "deleted from the queue by the operator; last error: ") || !strings.Contains(out, "Subject: msg f") {
 		t.Errorf("the bounce:\n%s", out)
 	}
+	// The bounce itself is never bounced.
+	if code, out, _ := q("delete", "--bounce", id("app")); code != 0 || !strings.HasPrefix(out, id("app")+" deleted (no bounce: the null sender") {
+		t.Errorf("queue delete --bounce of a bounce: exit %d %q", code, out)
+	}
+	sendTo(t, relay.addr, "app@example.com", []string{"i@example.org"}, "msg i")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if envs = queued("i"); len(envs) == 2 && envs["i"] != nil && envs["i"].Attempts == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("i not attempted: %v", envs)
+		}
+	}
 	code, out, _ = q("delete", "ALL")
-	if code != 0 || !sameSet(strings.Split(strings.TrimSpace(out), "\n"), []string{id("app") + " deleted (no bounce sent)", id("g") + " deleted (no bounce sent)"}) {
+	if code != 0 || !sameSet(strings.Split(strings.TrimSpace(out), "\n"), []string{id("g") + " deleted (no bounce sent)", id("i") + " deleted (no bounce sent)"}) {
 		t.Errorf("queue delete ALL: exit %d %q", code, out)
 	}
 	if code, out, _ := q("list"); code != 0 || out != "0 messages waiting, 0 recipients pending\n" {
