@@ -25,15 +25,17 @@ type queueArea interface {
 	QueueDelete(ctx context.Context, ids []string, all, bounce bool) (*server.QueueResult, error)
 }
 
-func (rs *relayState) queue() (queueArea, error) {
+// queue returns the queue and what closes it: the spool opened directly
+// holds its lock until closed, so a relay starting meanwhile waits.
+func (rs *relayState) queue() (queueArea, func(), error) {
 	if rs.admin != nil {
-		return rs.admin, nil
+		return rs.admin, func() {}, nil
 	}
 	sp, err := queue.OpenSpool(filepath.Join(rs.dir, "spool"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return spoolQueue{sp}, nil
+	return spoolQueue{sp}, func() { sp.Close() }, nil
 }
 
 // spoolQueue is the queue read and changed in the spool directly, while
@@ -136,11 +138,12 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	q, err := rs.queue()
+	q, closeQueue, err := rs.queue()
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice queue:", err)
 		return 1
 	}
+	defer closeQueue()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	now := time.Now()
