@@ -117,7 +117,7 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	}
 	s.rules = rules
 	s.metrics.RulesLoaded(opts.Now())
-	spool, err := queue.OpenSpool(filepath.Join(cfg.StateDir, "spool"))
+	spool, err := queue.OpenSpool(filepath.Join(cfg.StateDir, "spool"), queue.SegmentBytes(cfg.Spool.SegmentBytes), queue.Logger(s.log))
 	if err != nil {
 		return nil, err
 	}
