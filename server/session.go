@@ -624,14 +624,22 @@ func (s *Server) logRefusal(ci *connInfo, phase string, r *engine.Reply, kv ...a
 	s.log.Info("decision", append(args, kv...)...)
 }
 
+// firedRule is one hit in the decision log line: the JSON of a map with
+// these keys, without building a map per hit for every message.
+type firedRule struct {
+	Rule   string  `json:"rule"`
+	Score  float64 `json:"score"`
+	Shadow bool    `json:"shadow"`
+}
+
 func (s *Server) logDecision(ci *connInfo, v *engine.Verdict, from string, rcpts []string, size int) {
 	d := Decision{ID: v.ID, User: ci.in.SMTPUser, IP: ci.in.ClientIP, Helo: ci.in.Helo, From: from, Rcpts: rcpts,
 		Phase: v.Phase, Action: v.Action, Code: v.Code, Enhanced: v.Enhanced, Text: v.Text, Score: v.Score, Rule: v.Rule, Fired: hitsOf(v.Hits)}
 	ci.addChecks(&d)
 	s.recordDecision(d)
-	fired := make([]any, 0, len(v.Hits))
+	fired := make([]firedRule, 0, len(v.Hits))
 	for _, h := range v.Hits {
-		fired = append(fired, map[string]any{"rule": h.Rule, "score": h.Score, "shadow": h.Shadow})
+		fired = append(fired, firedRule{h.Rule, h.Score, h.Shadow})
 	}
 	lvl := slog.LevelInfo
 	if len(v.Errors) > 0 {
