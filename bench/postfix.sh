@@ -9,6 +9,9 @@
 #   bash bench/postfix.sh --dkim [-s ...]                   # sluice unsigned vs signed: signing's cost
 #
 # Defaults: -s 50 -l 10240 -m 4000 -p 3 --mode smarthost; --matrix: -m 2000 -p 1.
+# SLUICE_PROFILE=DIR saves a CPU profile of each measured sluice run (its
+# first PROFILE_SECONDS, default 10) and the binary, for
+#   go tool pprof -top DIR/sluice DIR/sluice-smarthost-s50-l10240-*.pprof
 #
 # Postfix: `apt-get download postfix` and `dpkg -x` into $SLUICE_BENCH_CACHE
 # (default ~/.cache/sluice-bench); nothing is installed, no system file is
@@ -43,17 +46,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 
-SESSIONS=50 SIZE=10240 COUNT="" PAIRS="" MODE=smarthost MATRIX=0 DKIM=0
+SESSIONS=50 SIZE=10240 COUNT="" PAIRS="" MODE=smarthost MODES="smarthost local" MATRIX=0 DKIM=0
 while [ $# -gt 0 ]; do
   case $1 in
     -s) SESSIONS=$2; shift 2 ;;
     -l) SIZE=$2; shift 2 ;;
     -m) COUNT=$2; shift 2 ;;
     -p) PAIRS=$2; shift 2 ;;
-    --mode) MODE=$2; shift 2 ;;
+    --mode) MODE=$2 MODES=$2; shift 2 ;;
     --matrix) MATRIX=1; shift ;;
     --dkim) DKIM=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "postfix.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
   esac
 done
@@ -260,10 +263,19 @@ run() {
   local name=$1 port=$2 pid=$3 mode=$4 s=$5 l=$6 maildir
   if [ "$mode" = local ]; then
     [ "$name" = postfix ] && maildir=$work/postfix/mail || maildir=$work/sluice-mail
-    rm -rf "${maildir:?}"/* 2>/dev/null || true
+    # Files only: a relay may remember that its directories exist.
+    find "$maildir" -type f -delete 2>/dev/null || true
   fi
   curl -s -X POST "http://127.0.0.1:$SINKSTATS/reset" > /dev/null
   local c0 t0 t1 c1 rc=0
+  local prof=""
+  if [ -n "${SLUICE_PROFILE:-}" ] && [ "$name" != postfix ] && [ -z "${WARM:-}" ]; then
+    # A CPU profile of the run's first PROFILE_SECONDS, from the admin socket.
+    mkdir -p "$SLUICE_PROFILE" && cp "$work/sluice" "$SLUICE_PROFILE/sluice"
+    curl -s --unix-socket "$work/sluice-state/admin.sock" "http://sluice/debug/pprof/profile?seconds=${PROFILE_SECONDS:-10}" \
+      > "$SLUICE_PROFILE/$name-$mode-s$s-l$l-$(date +%H%M%S).pprof" &
+    prof=$!
+  fi
   c0=$(cputicks "$pid")
   t0=$(date +%s.%N)
   "$PF/usr/sbin/smtp-source" -s "$s" -m "$COUNT" -l "$l" -f from@bench.test -t to@dest.test "127.0.0.1:$port" > "$work/source.out" 2>&1 || rc=$?
@@ -282,6 +294,7 @@ run() {
     [ $SECONDS -ge $deadline ] && { echo "$name: only $got of $COUNT arrived in time" >&2; break; }
     sleep 0.2
   done
+  [ -z "$prof" ] || wait "$prof" || true
   sleep 0.5 # let the relay finish removing what it delivered
   c1=$(cputicks "$pid")
   if [ "$mode" = local ]; then read -r got uniq last < <(localcount "$maildir") || true; fi
@@ -331,8 +344,8 @@ pairs() {
   # smtpd, cleanup, smtp...) and caches before the first measured run.
   local keep=$COUNT
   COUNT=$((keep / 10 < 50 ? 50 : keep / 10))
-  run postfix "$PFPORT" "$PFPID" "$mode" "$s" "$l" > /dev/null
-  run sluice "$SLPORT" "$SLPID" "$mode" "$s" "$l" > /dev/null
+  WARM=1 run postfix "$PFPORT" "$PFPID" "$mode" "$s" "$l" > /dev/null
+  WARM=1 run sluice "$SLPORT" "$SLPID" "$mode" "$s" "$l" > /dev/null
   COUNT=$keep
   : > "$RESULTS"
   for i in $(seq "$PAIRS"); do
@@ -368,7 +381,7 @@ if [ $MATRIX = 0 ]; then
   pairs "$MODE" "$SESSIONS" "$SIZE"
   exit 0
 fi
-for mode in smarthost local; do
+for mode in $MODES; do # --mode with --matrix: that mode's half only
   for s in 10 50 200; do
     for l in 1024 10240 102400; do
       pairs "$mode" "$s" "$l"
