@@ -19,6 +19,7 @@ import (
 // others find theirs done), renames them, and fsyncs each folder once.
 // A burst of deliveries thus pays about two journal commits per batch,
 // not two per message, and never flushes the whole file system (syncfs).
+// The folder syncs of one batch overlap the file syncs of the next.
 // A recipient counts as delivered only when its file and its folder
 // entry are durable, so the spool forgets no message a crash could lose.
 type localWriter struct {
@@ -27,9 +28,11 @@ type localWriter struct {
 
 	mu      sync.Mutex
 	pending []*localFile
+	closed  bool // no batches any more: commit syncs on its own
 	kick    chan struct{}
 	done    chan struct{}
 	once    sync.Once
+	synced  chan fileBatch // to syncFolders
 }
 
 // localFile is a delivery waiting for the group commit.
@@ -40,14 +43,29 @@ type localFile struct {
 }
 
 func newLocalWriter(durable bool) *localWriter {
-	w := &localWriter{sync: durable, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &localWriter{sync: durable, kick: make(chan struct{}, 1), done: make(chan struct{}), synced: make(chan fileBatch, 1)}
 	if durable {
 		go w.run()
+		go w.syncFolders()
 	}
 	return w
 }
 
-func (w *localWriter) close() { w.once.Do(func() { close(w.done) }) }
+// fileBatch is a batch whose files are durable and renamed, waiting for
+// its folders' sync.
+type fileBatch struct {
+	files []*localFile
+	errs  []error
+}
+
+func (w *localWriter) close() {
+	w.once.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		close(w.done)
+	})
+}
 
 // run commits the deliveries waiting, a batch at a time: what arrives
 // while a batch syncs waits for the next one.
@@ -56,6 +74,7 @@ func (w *localWriter) run() {
 		select {
 		case <-w.done:
 			w.flush() // answer stragglers, so none waits forever
+			close(w.synced)
 			return
 		case <-w.kick:
 		}
@@ -90,21 +109,29 @@ func (w *localWriter) flush() {
 			os.Remove(lf.tmp)
 		}
 	}
-	dirs := map[string]error{}
-	for i, lf := range batch {
-		if errs[i] != nil {
-			continue
+	w.synced <- fileBatch{batch, errs}
+}
+
+// syncFolders fsyncs the folders of each batch run hands it, once each,
+// and answers the batch's deliveries.
+func (w *localWriter) syncFolders() {
+	for b := range w.synced {
+		dirs := map[string]error{}
+		for i, lf := range b.files {
+			if b.errs[i] != nil {
+				continue
+			}
+			dir := filepath.Dir(lf.path)
+			err, done := dirs[dir]
+			if !done {
+				err = syncDir(dir)
+				dirs[dir] = err
+			}
+			b.errs[i] = err
 		}
-		dir := filepath.Dir(lf.path)
-		err, done := dirs[dir]
-		if !done {
-			err = syncDir(dir)
-			dirs[dir] = err
+		for i, lf := range b.files {
+			lf.err <- b.errs[i]
 		}
-		errs[i] = err
-	}
-	for i, lf := range batch {
-		lf.err <- errs[i]
 	}
 }
 
@@ -125,19 +152,29 @@ func syncDir(dir string) error {
 func (w *localWriter) commit(f *os.File, tmp, path string) error {
 	lf := &localFile{f: f, tmp: tmp, path: path, err: make(chan error, 1)}
 	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		err := unix.Fdatasync(int(f.Fd()))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp, path)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		return syncDir(filepath.Dir(path))
+	}
 	w.pending = append(w.pending, lf)
 	w.mu.Unlock()
 	select {
 	case w.kick <- struct{}{}:
 	default:
 	}
-	select {
-	case err := <-lf.err:
-		return err
-	case <-w.done:
-		w.flush()
-		return <-lf.err
-	}
+	// Answered by a batch, at the latest by run's last flush.
+	return <-lf.err
 }
 
 // deliver writes the message for rcpt into dir/RCPT/ID.eml. Writing the
