@@ -46,7 +46,7 @@ type sink struct {
 	arrived   chan struct{}
 }
 
-func newSink(t *testing.T, setup func(*sink)) *sink {
+func newSink(t testing.TB, setup func(*sink)) *sink {
 	t.Helper()
 	k := &sink{got: map[string]int{}, arrived: make(chan struct{}, 1)}
 	if setup != nil {
@@ -579,3 +579,5 @@ func TestLocalDelivery(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func newBenchSink(b *testing.B) string { return newSink(b, nil).addr }
