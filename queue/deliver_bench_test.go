@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -40,4 +41,27 @@ func BenchmarkSMTPOut(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
+}
+
+// BenchmarkLocalDelivery measures local delivery alone (no spool): 10 KB
+// messages from 64 goroutines into one recipient's folder, fsync on, by
+// group commit.
+func BenchmarkLocalDelivery(b *testing.B) {
+	dir := b.TempDir()
+	w := newLocalWriter(true)
+	defer w.close()
+	msg := []byte("Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 78)+"\r\n", 10240/80))
+	var n atomic.Int64
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			env := &Envelope{ID: fmt.Sprintf("M%d", n.Add(1)), From: "a@b.test"}
+			if r := w.deliver(dir, env, msg, "bob@example.org"); !r.OK {
+				b.Errorf("not delivered: %+v", r)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
