@@ -452,6 +452,9 @@ func (c *Config) finish() error {
 	}
 	setDefault(&d.MaxAge, Duration(5*24*time.Hour))
 	setDefault(&d.DelayNotice, Duration(4*time.Hour))
+	if d.Workers < 0 || d.ConnectionsPerDestination < 0 || d.MessagesPerConnection < 0 || d.ConnectionIdleTimeout < 0 {
+		return errors.New("delivery: workers, connections_per_destination, messages_per_connection and connection_idle_timeout cannot be negative")
+	}
 	setDefault(&d.Workers, 100)
 	setDefault(&d.ConnectionsPerDestination, 20)
 	setDefault(&d.ConnectionIdleTimeout, Duration(5*time.Second))
