@@ -7,8 +7,9 @@
 # when the load stops, the time to drain it, the relayed rate end to end,
 # the sink's connection count and the relay's CPU-seconds per 1,000
 # messages. SRC builds sluice from another tree (e.g. an older commit,
-# unpacked with git archive) to compare.
-# Usage: [SRC=dir] bash bench/delivery.sh [smarthost|local] [DURATION] [CONC] [SIZE]
+# unpacked with git archive) to compare; CONNS sets
+# delivery.connections_per_destination (smarthost mode).
+# Usage: [SRC=dir] [CONNS=n] bash bench/delivery.sh [smarthost|local] [DURATION] [CONC] [SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-smarthost}
@@ -37,7 +38,7 @@ hash=$(echo bench | "$work/sluice" passwd)
   if [ "$MODE" = local ]; then
     echo "delivery: {mode: local}"
   else
-    echo "delivery: {mode: smarthost, smarthost: {addr: \"127.0.0.1:$sinkport\", tls: none}}"
+    echo "delivery: {mode: smarthost, smarthost: {addr: \"127.0.0.1:$sinkport\", tls: none}${CONNS:+, connections_per_destination: $CONNS}}"
   fi
   echo "accounts:"
   echo "  - name: bench"
