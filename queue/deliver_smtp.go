@@ -393,12 +393,16 @@ func (p *pool) put(s *session, reuse bool, perConn int) {
 		p.mu.Unlock()
 		return
 	}
-	d.open--
-	d.free.Signal()
 	p.mu.Unlock()
+	// The slot is free once the session has ended, not before: the cap
+	// counts sessions the next hop sees.
 	if s.c != nil {
 		quit(s.c)
 	}
+	p.mu.Lock()
+	d.open--
+	d.free.Signal()
+	p.mu.Unlock()
 }
 
 func quit(c *smtp.Client) {
@@ -430,8 +434,6 @@ func (p *pool) reap(stop <-chan struct{}, cfg func() *DeliveryConfig) {
 			for _, s := range d.idle {
 				if now.Sub(s.idleSince) >= idle {
 					old = append(old, s)
-					d.open--
-					d.free.Signal()
 					continue
 				}
 				keep = append(keep, s)
@@ -443,6 +445,13 @@ func (p *pool) reap(stop <-chan struct{}, cfg func() *DeliveryConfig) {
 		for _, s := range old {
 			quit(s.c)
 		}
+		p.mu.Lock()
+		for _, s := range old {
+			d := p.dests[s.key]
+			d.open--
+			d.free.Signal()
+		}
+		p.mu.Unlock()
 	}
 }
 

@@ -127,8 +127,19 @@ func (c *sinkConn) Read(b []byte) (int, error) {
 		c.k.mu.Lock()
 		c.k.quits++
 		c.k.mu.Unlock()
+		c.end() // the client is done with the session
 	}
 	return n, err
+}
+
+// end counts the session as over, once.
+func (c *sinkConn) end() {
+	c.once.Do(func() {
+		c.k.mu.Lock()
+		c.k.active--
+		c.k.closed++
+		c.k.mu.Unlock()
+	})
 }
 
 func (c *sinkConn) Write(b []byte) (int, error) {
@@ -142,12 +153,7 @@ func (c *sinkConn) Write(b []byte) (int, error) {
 }
 
 func (c *sinkConn) Close() error {
-	c.once.Do(func() {
-		c.k.mu.Lock()
-		c.k.active--
-		c.k.closed++
-		c.k.mu.Unlock()
-	})
+	c.end()
 	return c.Conn.Close()
 }
 
