@@ -44,6 +44,9 @@ type Deliverer struct {
 	// again is a retry asked for (Enqueue) while the message was in
 	// flight: it is queued then at this time if the attempt leaves it.
 	again map[string]time.Time
+	// deleted are messages deleted (Delete) while in flight: their
+	// attempt writes nothing back.
+	deleted map[string]bool
 	// claimed are the ids this process is spooling: on disk, where the
 	// rescan lists them, before the spool's write has returned and the
 	// spooler has queued them. Nothing else queues a claimed id, so a
@@ -160,7 +163,7 @@ func NewDeliverer(o DeliverOptions) *Deliverer {
 		o.Log = slog.Default()
 	}
 	d := &Deliverer{spool: o.Spool, relay: o.Relay, log: o.Log, now: o.Now, res: o.Resolver, sync: !o.NoSync,
-		queued: map[string]time.Time{}, busy: map[string]bool{}, again: map[string]time.Time{}, claimed: map[string]bool{},
+		queued: map[string]time.Time{}, busy: map[string]bool{}, again: map[string]time.Time{}, deleted: map[string]bool{}, claimed: map[string]bool{},
 		wake: make(chan struct{}, 1), stopCh: make(chan struct{})}
 	d.pool = newPool(o.Now)
 	d.local = newLocalWriter(!o.NoSync)
@@ -324,6 +327,32 @@ func (d *Deliverer) Enqueue(id string, at time.Time) {
 // ends, if that leaves it queued.
 func (d *Deliverer) RetryNow(id string) { d.Enqueue(id, d.now()) }
 
+// Delete takes a message out of the queue for good (`sluice queue
+// delete` while the relay runs): it leaves the spool and the schedule,
+// and an attempt in flight writes nothing back when it ends (the copy it
+// is sending may still arrive).
+func (d *Deliverer) Delete(id string) error {
+	d.mu.Lock()
+	delete(d.queued, id) // its heap entry is stale now
+	delete(d.again, id)
+	if d.busy[id] {
+		d.deleted[id] = true
+	}
+	if f, ok := d.fresh[id]; ok {
+		delete(d.fresh, id)
+		d.freshBytes -= len(f.msg)
+	}
+	d.mu.Unlock()
+	return d.spool.Remove(AreaQueue, id)
+}
+
+// wasDeleted reports whether id was deleted during its attempt.
+func (d *Deliverer) wasDeleted(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deleted[id]
+}
+
 // enqueueFound queues a message found in the queue directory, unless this
 // process knows it already.
 func (d *Deliverer) enqueueFound(id string, at time.Time) {
@@ -401,6 +430,10 @@ func (d *Deliverer) work(id string) {
 	d.mu.Lock()
 	delete(d.busy, id)
 	d.running--
+	if d.deleted[id] {
+		delete(d.deleted, id)
+		queued = false
+	}
 	if at, ok := d.again[id]; ok {
 		delete(d.again, id)
 		if queued && at.Before(next) {
@@ -470,6 +503,9 @@ func (d *Deliverer) attempt(id string) (time.Time, bool) {
 		d.log.Info("delivery", "id", id, "rcpt", r.Addr, "status", r.Status, "code", res.Code, "enhanced", res.Enhanced, "remote", res.Remote, "detail", res.Detail, "attempt", env.Attempts)
 	}
 	d.relay.Attempted(env, out)
+	if d.wasDeleted(id) {
+		return time.Time{}, false
+	}
 	still := 0
 	for _, r := range env.Rcpts {
 		if r.Status == StatusPending {

@@ -587,3 +587,54 @@ func TestLocalDelivery(t *testing.T) {
 }
 
 func newBenchSink(b *testing.B) string { return newSink(b, nil).addr }
+
+// TestDelete: a deleted message leaves the spool and is not tried again,
+// and one deleted during its attempt is not written back.
+func TestDelete(t *testing.T) {
+	var mails atomic.Int32
+	release := make(chan struct{})
+	k := newSink(t, func(k *sink) {
+		k.onMail = func(*smtp.Conn, int, int) error {
+			if mails.Add(1) == 2 {
+				<-release // hold the second attempt in flight
+			}
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"}
+		}
+	})
+	d, rel, sp := startDeliverer(t, smarthostConfig(k.addr))
+	submit(t, d, 2, "bob@example.org")
+	for deadline := time.Now().Add(10 * time.Second); mails.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no attempts")
+		}
+	}
+	// One message is deferred (queued for a minute), the other in flight.
+	var deferred, inFlight string
+	for deadline := time.Now().Add(10 * time.Second); deferred == ""; time.Sleep(10 * time.Millisecond) {
+		rel.mu.Lock()
+		for _, id := range []string{"M0000", "M0001"} {
+			if len(rel.out[id]) == 1 {
+				deferred = id
+			}
+		}
+		rel.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("no deferral")
+		}
+	}
+	inFlight = map[string]string{"M0000": "M0001", "M0001": "M0000"}[deferred]
+	for _, id := range []string{deferred, inFlight} {
+		if err := d.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	d.RetryNow(deferred)
+	time.Sleep(300 * time.Millisecond)
+	if left, _ := sp.List(AreaQueue); len(left) != 0 {
+		t.Errorf("left in the queue after delete: %v", left)
+	}
+	if n := mails.Load(); n != 2 {
+		t.Errorf("%d attempts, want 2 (none after the delete)", n)
+	}
+}
