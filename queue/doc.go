@@ -1,5 +1,5 @@
-// Package queue is the relay's durable spool: each message and its envelope
-// and delivery state, the queue and the holding area, crash recovery.
+// Package queue is the relay's durable spool (messages, envelopes, the queue and the holding
+// area, crash recovery) and their delivery: retries, pooled SMTP sessions, local folders, bounces.
 //
 // # Layout
 //

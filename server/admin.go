@@ -125,7 +125,7 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 		id, now := r.PathValue("id"), s.opts.Now()
 		err := s.spool.Release(id, now)
 		if err == nil {
-			s.delivery.enqueue(id, now)
+			s.delivery.Enqueue(id, now)
 			s.log.Info("hold: released", "id", id)
 		}
 		replySpool(w, map[string]string{"released": id}, err)

@@ -134,7 +134,7 @@ func TestDSNNeverCarriesTheBody(t *testing.T) {
 	for i, m := range msgs {
 		env := &queue.Envelope{ID: fmt.Sprintf("T%025d", i), From: "a@b.example", Received: time.Now(),
 			Rcpts: []queue.RcptState{{Addr: "x@y.example", Status: queue.StatusFailed, Code: 550, Enhanced: "5.1.1", Detail: "no such user"}}}
-		if err := r.srv.sendDSN(env, []byte(m), "failed"); err != nil {
+		if err := r.srv.delivery.SendDSN(env, []byte(m), "failed"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -231,8 +231,21 @@ type Delivery struct {
 	// DelayNotice is the age at which the sender is told, once, that the
 	// message is still queued.
 	DelayNotice Duration `yaml:"delay_notice"`
-	// Workers deliver in parallel.
+	// Workers caps the delivery attempts in flight (default 100): they
+	// are started for due messages and end with them, so an idle queue
+	// holds none.
 	Workers int `yaml:"workers"`
+	// ConnectionsPerDestination caps the SMTP sessions open to one next
+	// hop (the smarthost, or one MX address); default 20. Messages past
+	// it wait for a session and reuse it.
+	ConnectionsPerDestination int `yaml:"connections_per_destination"`
+	// ConnectionIdleTimeout closes a session to a next hop that carried
+	// no message for this long (default 5s).
+	ConnectionIdleTimeout Duration `yaml:"connection_idle_timeout"`
+	// MessagesPerConnection closes a session after this many messages
+	// (default 1000), so that a long burst is spread again over the next
+	// hop's addresses and a slow leak on either side ends.
+	MessagesPerConnection int `yaml:"messages_per_connection"`
 	// InboundBounces is what the sender of inbound mail (from a client
 	// that may not relay) gets when delivery fails: "none" (default: the
 	// address may be forged, and a bounce to it is backscatter; the
@@ -449,7 +462,13 @@ func (c *Config) finish() error {
 	}
 	setDefault(&d.MaxAge, Duration(5*24*time.Hour))
 	setDefault(&d.DelayNotice, Duration(4*time.Hour))
-	setDefault(&d.Workers, 8)
+	if d.Workers < 0 || d.ConnectionsPerDestination < 0 || d.MessagesPerConnection < 0 || d.ConnectionIdleTimeout < 0 {
+		return errors.New("delivery: workers, connections_per_destination, messages_per_connection and connection_idle_timeout cannot be negative")
+	}
+	setDefault(&d.Workers, 100)
+	setDefault(&d.ConnectionsPerDestination, 20)
+	setDefault(&d.ConnectionIdleTimeout, Duration(5*time.Second))
+	setDefault(&d.MessagesPerConnection, 1000)
 	setDefault(&d.RescanInterval, Duration(2*time.Second))
 	switch d.InboundBounces {
 	case "":

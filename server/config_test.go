@@ -23,6 +23,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if c.Delivery.MaxAge.D() != 5*24*time.Hour || len(c.Delivery.Retry) != len(DefaultRetry) {
 		t.Errorf("retry defaults: %v %v", c.Delivery.MaxAge.D(), c.Delivery.Retry)
 	}
+	if d := c.Delivery; d.Workers != 100 || d.ConnectionsPerDestination != 20 || d.ConnectionIdleTimeout.D() != 5*time.Second || d.MessagesPerConnection != 1000 {
+		t.Errorf("delivery concurrency defaults: %+v", d)
+	}
 }
 
 func TestLoadConfigErrors(t *testing.T) {
@@ -33,6 +36,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"delivery: {mode: smarthost}\n":                                       "needs smarthost.addr",
 		"relay_networks: [10.0.0.0/33]\n":                                     "not an address or CIDR",
 		"delivery: {max_age: soon}\n":                                         "want e.g. 30s, 5m, 4h, 5d",
+		"delivery: {connections_per_destination: -1}\n":                       "cannot be negative",
 		"accounts: [{name: a, domains: [a.test], users: [{name: u, password_hash: $2a$x, domains: [b.test]}]}]\n": "domain b.test is not a verified domain",
 	}
 	for src, want := range tests {

@@ -71,7 +71,7 @@ func (c consoleRelay) Release(_ context.Context, id string) error {
 	if err := c.s.spool.Release(id, now); err != nil {
 		return err
 	}
-	c.s.delivery.enqueue(id, now)
+	c.s.delivery.Enqueue(id, now)
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/sluicemail/sluice/queue"
 )
@@ -61,7 +59,7 @@ func (s *Server) QueueRetry(ids []string) (*QueueResult, error) {
 		}
 		found = append(found, id)
 	}
-	res.Busy = s.delivery.retryNow(found, s.opts.Now())
+	res.Busy = s.delivery.RetryIDs(found)
 	busy := map[string]bool{}
 	for _, id := range res.Busy {
 		busy[id] = true
@@ -86,7 +84,7 @@ func (s *Server) QueueDelete(ids []string, bounce bool) (*QueueResult, error) {
 	res := &QueueResult{Done: []string{}}
 	for _, id := range ids {
 		bounced := false
-		busy, err := s.delivery.whileIdle(id, func() error {
+		busy, err := s.delivery.WhileIdle(id, func() error {
 			if bounce {
 				var err error
 				if bounced, err = s.bounceDeleted(id); err != nil {
@@ -148,75 +146,10 @@ func (s *Server) bounceDeleted(id string) (bool, error) {
 	if failed == 0 {
 		return false, nil // every recipient has its message
 	}
-	if err := s.sendDSN(env, msg, "failed"); err != nil {
+	if err := s.delivery.SendDSN(env, msg, "failed"); err != nil {
 		return false, fmt.Errorf("bounce of %s: %w", id, err)
 	}
 	return true, nil
-}
-
-// The deliverer's part in the queue commands is these two calls: when
-// delivery changes, they are what must follow.
-
-// retryNow moves the ids' next attempt to now and returns those in flight
-// (or still being spooled, whose first attempt comes at once anyway).
-func (d *deliverer) retryNow(ids []string, now time.Time) (busy []string) {
-	d.mu.Lock()
-	want := map[string]bool{}
-	for _, id := range ids {
-		switch {
-		case d.busy[id] || d.claimed[id]:
-			busy = append(busy, id)
-		case d.queued[id]:
-			want[id] = true
-		default:
-			d.push(id, now) // on disk but not yet rescanned
-		}
-	}
-	if len(want) > 0 {
-		for i := range d.due {
-			if want[d.due[i].id] {
-				d.due[i].at = now
-			}
-		}
-		heap.Init(&d.due)
-	}
-	d.mu.Unlock()
-	d.poke()
-	return busy
-}
-
-// whileIdle runs f (a delete) with id out of the deliverer's hands: out
-// of the heap and the fresh cache, and marked busy so that neither the
-// dispatcher nor a rescan picks it up meanwhile. It does not run f, and
-// reports busy, while an attempt (or the message's spooling) is under way.
-func (d *deliverer) whileIdle(id string, f func() error) (busy bool, err error) {
-	d.mu.Lock()
-	if d.busy[id] || d.claimed[id] {
-		d.mu.Unlock()
-		return true, nil
-	}
-	if d.queued[id] {
-		delete(d.queued, id)
-		for i := range d.due {
-			if d.due[i].id == id {
-				heap.Remove(&d.due, i)
-				break
-			}
-		}
-	}
-	if fm, ok := d.fresh[id]; ok {
-		delete(d.fresh, id)
-		d.freshBytes -= len(fm.msg)
-	}
-	d.busy[id] = true
-	d.mu.Unlock()
-	err = f()
-	d.mu.Lock()
-	delete(d.busy, id)
-	d.mu.Unlock()
-	// Had f failed, with the message still spooled, the next rescan
-	// queues it again.
-	return false, err
 }
 
 // errBusy: a delete of a message whose attempt is under way.

@@ -70,7 +70,7 @@ type Server struct {
 	web      *web.Server
 	throttle atomic.Pointer[authThrottle]
 	dns      mailauth.Resolver
-	delivery *deliverer
+	delivery *queue.Deliverer
 	metrics  *metrics.Metrics
 	// dataBufs are the sessions' DATA buffers, reused across connections.
 	dataBufs bufPool
@@ -246,7 +246,7 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 	if err := s.serveAdmin(ctx); err != nil {
 		s.log.Warn("admin socket not available; `sluice list` needs the relay stopped", "err", err.Error())
 	}
-	s.delivery.start(ctx)
+	s.delivery.Start(ctx)
 	return out, nil
 }
 
@@ -324,7 +324,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, srv := range smtps {
 		srv.Close()
 	}
-	s.delivery.stop(ctx)
+	s.delivery.Stop(ctx)
 	s.store.Close()
 	if cerr := s.spool.Close(); err == nil {
 		err = cerr

@@ -274,15 +274,15 @@ func (s *Server) plugReputation() error {
 
 // deliveryCounters are the sender's counters a recipient's delivery result
 // adds to, for its bounce rate and unknown-recipient count.
-func deliveryCounters(env *queue.Envelope, res result) []string {
-	if env.Bounce || (!res.ok && !res.perm) {
+func deliveryCounters(env *queue.Envelope, res queue.Result) []string {
+	if env.Bounce || (!res.OK && !res.Perm) {
 		return nil
 	}
 	uk := senderKey(env.User, env.ClientIP)
-	if res.ok {
+	if res.OK {
 		return []string{"delivered:" + uk}
 	}
-	if strings.HasPrefix(res.enhanced, "5.1.") {
+	if strings.HasPrefix(res.Enhanced, "5.1.") {
 		return []string{"bounced:" + uk, "unknown_rcpt:" + uk}
 	}
 	return []string{"bounced:" + uk}
@@ -343,22 +343,22 @@ const (
 
 // recordBounce feeds delivery results to the bounce list: a permanent
 // failure from the remote side at once, temporary ones after three.
-func (s *Server) recordBounce(env *queue.Envelope, r *queue.RcptState, res result) {
-	remote := res.remote != "" && res.remote != "local"
-	if res.ok || res.code == 0 || env.Bounce || (!remote && !res.perm) {
+func (s *Server) recordBounce(env *queue.Envelope, r *queue.RcptState, res queue.Result) {
+	remote := res.Remote != "" && res.Remote != "local"
+	if res.OK || res.Code == 0 || env.Bounce || (!remote && !res.Perm) {
 		return // delivered, or a failure (network, DNS, local disk) that says nothing of the address
 	}
 	ctx, cancel := storeCtx(context.Background())
 	defer cancel()
 	now := s.opts.Now()
-	reason := fmt.Sprintf("%d %s %s", res.code, res.enhanced, res.detail)
-	if !res.perm {
+	reason := fmt.Sprintf("%d %s %s", res.Code, res.Enhanced, res.Detail)
+	if !res.Perm {
 		got, err := s.store.Count(ctx, now, 1, []string{"softbounce:" + r.Addr}, []time.Duration{softBounceWindow})
 		if err != nil || got[0][0] < softBounceLimit {
 			return
 		}
 		reason = fmt.Sprintf("%d soft bounces within %s; last: %s", got[0][0], softBounceWindow, reason)
-	} else if res.enhanced != "" && res.enhanced[2] != '1' {
+	} else if res.Enhanced != "" && res.Enhanced[2] != '1' {
 		return // 5.x.y other than address errors (5.1.x): policy or content, not a dead address
 	}
 	err := s.store.ListAdd(ctx, store.Entry{List: "bounces", Key: r.Addr, Reason: reason, Source: "delivery of " + env.ID, Added: now})

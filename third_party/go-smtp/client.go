@@ -487,6 +487,16 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 	return nil
 }
 
+// mailLine is the MAIL command Mail sends; sluice's Transaction pipelines
+// it. Only the options sluice uses (none) are supported.
+func (c *Client) mailLine(from string) string {
+	line := "MAIL FROM:<" + from + ">"
+	if _, ok := c.ext["8BITMIME"]; ok {
+		line += " BODY=8BITMIME"
+	}
+	return line
+}
+
 // Rcpt issues a RCPT command to the server using the provided email address.
 // A call to Rcpt must be preceded by a call to Mail and may be followed by
 // a Data call or another Rcpt call.
@@ -873,10 +883,9 @@ func (c *Client) Reset() error {
 		return err
 	}
 
-	// allow custom HELLO again
-	c.didHello = false
-	c.helloError = nil
-
+	// sluice: RSET ends the transaction, not the session (RFC 5321
+	// 4.1.1.5): the EHLO still stands, so a reused connection does not
+	// say EHLO again before its next MAIL.
 	c.rcpts = nil
 	return nil
 }
@@ -986,4 +995,136 @@ func allASCII(ss []string) bool {
 		}
 	}
 	return true
+}
+
+// TransactionResult is the outcome of Transaction: the reply to MAIL, to
+// each RCPT in order, and the DATA command whose message is to be written
+// (nil when the server did not answer DATA with 354).
+type TransactionResult struct {
+	Mail  error
+	Rcpts []error
+	Data  *DataCommand
+	// DataErr is the reply to DATA when it was not 354.
+	DataErr error
+}
+
+// Transaction starts a mail transaction: MAIL, one RCPT per address and
+// DATA. When the server offers PIPELINING (RFC 2920) the commands go out
+// in one write and their replies are read after, one round trip instead
+// of two or more; otherwise they go one by one, DATA only when a
+// recipient was accepted. The error is a connection-level failure (the
+// connection is then unusable); SMTP refusals are in the result. Added by
+// sluice (PATCHES.md).
+func (c *Client) Transaction(from string, to []string) (*TransactionResult, error) {
+	if err := validateLine(from); err != nil {
+		return nil, err
+	}
+	for _, rc := range to {
+		if err := validateLine(rc); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.hello(); err != nil {
+		return nil, err
+	}
+	res := &TransactionResult{Rcpts: make([]error, len(to))}
+	smtpErr := func(err error) bool {
+		var se *SMTPError
+		return errors.As(err, &se)
+	}
+	if _, ok := c.ext["PIPELINING"]; !ok {
+		if err := c.Mail(from, nil); err != nil {
+			if !smtpErr(err) {
+				return nil, err
+			}
+			res.Mail = err
+			return res, nil
+		}
+		ok := false
+		for i, rc := range to {
+			if err := c.Rcpt(rc, nil); err != nil {
+				if !smtpErr(err) {
+					return nil, err
+				}
+				res.Rcpts[i] = err
+				continue
+			}
+			ok = true
+		}
+		if !ok {
+			return res, nil
+		}
+		d, err := c.Data()
+		if err != nil {
+			if !smtpErr(err) {
+				return nil, err
+			}
+			res.DataErr = err
+			return res, nil
+		}
+		res.Data = d
+		return res, nil
+	}
+
+	// RFC 2920 3.1: MAIL, the RCPTs and DATA may be sent as one group;
+	// the client then reads each reply in order.
+	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	defer c.conn.SetDeadline(time.Time{})
+	w := c.text.W
+	w.WriteString(c.mailLine(from))
+	w.WriteString("\r\n")
+	for _, rc := range to {
+		w.WriteString("RCPT TO:<")
+		w.WriteString(rc)
+		w.WriteString(">\r\n")
+	}
+	w.WriteString("DATA\r\n")
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	if _, _, err := c.readResponse(250); err != nil {
+		if !smtpErr(err) {
+			return nil, err
+		}
+		res.Mail = err
+	}
+	c.rcpts = nil
+	ok := false
+	for i, rc := range to {
+		if _, _, err := c.readResponse(25); err != nil {
+			if !smtpErr(err) {
+				return nil, err
+			}
+			res.Rcpts[i] = err
+			continue
+		}
+		c.rcpts = append(c.rcpts, rc)
+		ok = true
+	}
+	_, _, err := c.readResponse(354)
+	if err != nil {
+		if !smtpErr(err) {
+			return nil, err
+		}
+		res.DataErr = err
+		return res, nil
+	}
+	if res.Mail != nil || !ok {
+		// RFC 2920 3.1: a server that answers DATA with 354 although
+		// no recipient was accepted gets an empty message, ended at
+		// once, and its reply is ignored.
+		w.WriteString(".\r\n")
+		if err := w.Flush(); err != nil {
+			return nil, err
+		}
+		if _, _, err := c.readResponse(250); err != nil && !smtpErr(err) {
+			return nil, err
+		}
+		if res.Mail == nil {
+			res.DataErr = errors.New("smtp: DATA accepted with no recipient")
+		}
+		return res, nil
+	}
+	res.Data = &DataCommand{client: c, wc: c.text.DotWriter()}
+	return res, nil
 }

@@ -1,4 +1,4 @@
-package server
+package queue
 
 import (
 	"bytes"
@@ -7,20 +7,19 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/builtins"
-	"github.com/sluicemail/sluice/queue"
 )
 
-// sendDSN queues a delivery status notification (RFC 3464) to the sender
+// SendDSN queues a delivery status notification (RFC 3464) to the sender
 // of env: action "failed" for the recipients that failed, "delayed" for
 // those still pending. It goes from the null sender, so it is never
 // bounced itself.
-func (s *Server) sendDSN(env *queue.Envelope, msg []byte, action string) error {
-	cfg := s.cfg.Load()
-	now := s.opts.Now()
-	id := s.ids.Next(now)
-	var rcpts []queue.RcptState
+func (d *Deliverer) SendDSN(env *Envelope, msg []byte, action string) error {
+	cfg := d.relay.DeliveryConfig()
+	now := d.now()
+	id := d.relay.NewID(now)
+	var rcpts []RcptState
 	for _, r := range env.Rcpts {
-		if (action == "failed" && r.Status == queue.StatusFailed) || (action == "delayed" && r.Status == queue.StatusPending) {
+		if (action == "failed" && r.Status == StatusFailed) || (action == "delayed" && r.Status == StatusPending) {
 			rcpts = append(rcpts, r)
 		}
 	}
@@ -48,7 +47,7 @@ func (s *Server) sendDSN(env *queue.Envelope, msg []byte, action string) error {
 		b.WriteString("I'm sorry to have to inform you that your message could not\r\nbe delivered to one or more recipients. It's attached below.\r\n\r\n")
 	} else {
 		fmt.Fprintf(&b, "Your message could not be delivered for %s.\r\nIt will be retried until it is %s old.\r\nYou do not need to send it again.\r\n\r\n",
-			now.Sub(env.Received).Round(time.Minute), cfg.Delivery.MaxAge.D())
+			now.Sub(env.Received).Round(time.Minute), cfg.MaxAge)
 	}
 	for _, r := range rcpts {
 		fmt.Fprintf(&b, "<%s>: %s\r\n", r.Addr, oneLine(r.Detail))
@@ -77,7 +76,7 @@ func (s *Server) sendDSN(env *queue.Envelope, msg []byte, action string) error {
 			fmt.Fprintf(&b, "Last-Attempt-Date: %s\r\n", r.At.Format(time.RFC1123Z))
 		}
 		if action == "delayed" {
-			fmt.Fprintf(&b, "Will-Retry-Until: %s\r\n", env.Received.Add(cfg.Delivery.MaxAge.D()).Format(time.RFC1123Z))
+			fmt.Fprintf(&b, "Will-Retry-Until: %s\r\n", env.Received.Add(cfg.MaxAge).Format(time.RFC1123Z))
 		}
 	}
 	b.WriteString("\r\n")
@@ -88,13 +87,13 @@ func (s *Server) sendDSN(env *queue.Envelope, msg []byte, action string) error {
 	}
 	fmt.Fprintf(&b, "\r\n--%s--\r\n", boundary)
 
-	dsn := &queue.Envelope{ID: id, From: "", Rcpts: []queue.RcptState{{Addr: env.From, Status: queue.StatusPending}}, Received: now.UTC(),
+	dsn := &Envelope{ID: id, From: "", Rcpts: []RcptState{{Addr: env.From, Status: StatusPending}}, Received: now.UTC(),
 		Size: b.Len(), Action: "dsn-" + action, Bounce: true, NextAttempt: now.UTC(), Reason: "DSN for " + env.ID}
-	if err := s.delivery.put(queue.AreaQueue, dsn, b.Bytes()); err != nil {
+	if err := d.Put(AreaQueue, dsn, b.Bytes()); err != nil {
 		return err
 	}
-	s.log.Info("dsn queued", "id", id, "for", env.ID, "action", action, "to", env.From)
-	s.delivery.enqueue(id, dsn.NextAttempt)
+	d.log.Info("dsn queued", "id", id, "for", env.ID, "action", action, "to", env.From)
+	d.Enqueue(id, dsn.NextAttempt)
 	return nil
 }
 
