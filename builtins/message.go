@@ -74,6 +74,8 @@ type Input struct {
 	Lists       ListSource
 	Counters    Counters
 	Limits      Limits
+	// Classifier gives spam_probability; nil is 0.5 (nothing learned).
+	Classifier Classifier
 
 	// Session is the caller's own state for this connection (the relay's
 	// session, for the facts it computes); the engine never reads it.
@@ -113,6 +115,9 @@ type Message struct {
 	body     *Body
 	bodyDone bool
 	hs       headerState
+	// spamTokens are the classifier's evidence for spam_probability, set
+	// each time it is computed.
+	spamTokens []string
 }
 
 // NewMessage returns a Message bound to this registry; Reset it before use.

@@ -64,6 +64,9 @@ type Context struct {
 	DNS map[string]DNSValues `yaml:"dns"`
 	// Outbound is the outbound fact; default: true when smtp_user is given.
 	Outbound *bool `yaml:"outbound"`
+	// Classifier gives spam_probability to scan and explain run with
+	// --config (SPEC 7); never read from a file, nil (0.5) in sluice test.
+	Classifier builtins.Classifier `yaml:"-"`
 }
 
 // DNSValues are the records of one name and type: a list, or one string.
@@ -388,6 +391,7 @@ func (ctx *Context) Input(reg *builtins.Registry, raw []byte) (*builtins.Input, 
 		TLS:           ctx.TLS,
 		SMTPUser:      ctx.SMTPUser,
 		Authenticated: ctx.SMTPUser != "",
+		Classifier:    ctx.Classifier,
 	}
 	if in.ClientIP == "" {
 		in.ClientIP = "127.0.0.1"
