@@ -1,0 +1,407 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// TokenClass is the class a message was learned as.
+type TokenClass byte
+
+const (
+	TokenNone TokenClass = 0   // not learned (or forgotten)
+	TokenHam  TokenClass = 'h' // learned as ham
+	TokenSpam TokenClass = 's' // learned as spam
+)
+
+// TokenCount is how many learned messages of each class held a token.
+type TokenCount struct{ Ham, Spam uint32 }
+
+// TokenStore is a store that keeps a learned classifier's model: for each
+// token (a bucket number: the classifier hashes its tokens into a fixed
+// number of buckets, which bounds the model's size), how many learned ham
+// and spam messages held it; the number of learned messages of each class;
+// and the learned messages themselves, by a key the classifier derives
+// (Message-ID and body hash), each with its class and its buckets, so that
+// forgetting or moving a message undoes exactly what learning it did, even
+// after the tokenizer changed.
+//
+// Both the embedded store and Redis implement it. A learn, move or forget
+// is one atomic step (one Lua script on Redis, one Pebble batch under a
+// lock on the embedded store): two relays learning at once, even the same
+// message, leave counts that match the learned messages.
+type TokenStore interface {
+	// TokenLearn makes the message msg of model have class (TokenNone:
+	// forget it) with the given buckets, and returns the class it had
+	// before. Learning a message as the class it has changes nothing (the
+	// buckets given are ignored); as the other class, its old buckets lose
+	// one of the old class and the new buckets gain one of the new.
+	TokenLearn(ctx context.Context, model, msg string, class TokenClass, buckets []uint32, now time.Time) (prev TokenClass, err error)
+	// TokenCounts returns the counts of each bucket (zero for unknown
+	// ones), in the order given.
+	TokenCounts(ctx context.Context, model string, buckets []uint32) ([]TokenCount, error)
+	// TokenTotals returns the number of learned messages of each class.
+	TokenTotals(ctx context.Context, model string) (ham, spam int, err error)
+}
+
+func checkTokenArgs(model, msg string, class TokenClass) error {
+	if model == "" || strings.ContainsAny(model, "\x00{}:") {
+		return fmt.Errorf("store: bad model name %q", model)
+	}
+	if msg == "" || strings.ContainsRune(msg, 0) {
+		return errors.New("store: a learned message needs a key without NUL")
+	}
+	if class != TokenNone && class != TokenHam && class != TokenSpam {
+		return fmt.Errorf("store: bad token class %q", class)
+	}
+	return nil
+}
+
+// sortedBuckets returns the distinct buckets in increasing order.
+func sortedBuckets(b []uint32) []uint32 {
+	s := slices.Clone(b)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// Embedded key spaces of the model: bucket counts, learned messages,
+// totals.
+const (
+	pfxTokenCount = "b\x00"
+	pfxTokenMsg   = "m\x00"
+	pfxTokenTotal = "n\x00"
+)
+
+func tokenCountKey(model string, b uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte(pfxTokenCount+model+"\x00"), b)
+}
+
+// A learned message's value: its class, the unix time it was learned
+// (uvarint), then its sorted buckets as uvarint deltas.
+func encodeLearned(class TokenClass, now time.Time, buckets []uint32) []byte {
+	out := make([]byte, 0, 8+2*len(buckets))
+	out = append(out, byte(class))
+	out = binary.AppendUvarint(out, uint64(max(0, now.Unix())))
+	prev := uint32(0)
+	for _, b := range buckets {
+		out = binary.AppendUvarint(out, uint64(b-prev))
+		prev = b
+	}
+	return out
+}
+
+func decodeLearned(v []byte) (TokenClass, []uint32) {
+	if len(v) == 0 {
+		return TokenNone, nil
+	}
+	class := TokenClass(v[0])
+	v = v[1:]
+	_, n := binary.Uvarint(v)
+	if n <= 0 {
+		return class, nil
+	}
+	v = v[n:]
+	var out []uint32
+	acc := uint32(0)
+	for len(v) > 0 {
+		d, n := binary.Uvarint(v)
+		if n <= 0 {
+			break
+		}
+		v = v[n:]
+		acc += uint32(d)
+		out = append(out, acc)
+	}
+	return class, out
+}
+
+func decodeCount(v []byte) TokenCount {
+	h, n := binary.Uvarint(v)
+	if n <= 0 {
+		return TokenCount{}
+	}
+	s, m := binary.Uvarint(v[n:])
+	if m <= 0 {
+		return TokenCount{}
+	}
+	return TokenCount{uint32(h), uint32(s)}
+}
+
+func (s *Embedded) getBytes(k []byte) ([]byte, bool, error) {
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: %w", err)
+	}
+	out := slices.Clone(v)
+	closer.Close()
+	return out, true, nil
+}
+
+// TokenLearn on the embedded store: one lock per model (only one process
+// opens the store), the whole change in one batch.
+func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenClass, buckets []uint32, now time.Time) (TokenClass, error) {
+	if err := checkTokenArgs(model, msg, class); err != nil {
+		return TokenNone, err
+	}
+	mu := s.lock(pfxTokenMsg + model)
+	mu.Lock()
+	defer mu.Unlock()
+	mk := []byte(pfxTokenMsg + model + "\x00" + msg)
+	old, _, err := s.getBytes(mk)
+	if err != nil {
+		return TokenNone, err
+	}
+	prev, oldBuckets := decodeLearned(old)
+	if prev == class {
+		return prev, nil
+	}
+	type delta struct{ ham, spam int64 }
+	deltas := map[uint32]delta{}
+	add := func(bs []uint32, c TokenClass, n int64) {
+		for _, b := range bs {
+			d := deltas[b]
+			if c == TokenHam {
+				d.ham += n
+			} else {
+				d.spam += n
+			}
+			deltas[b] = d
+		}
+	}
+	var newBuckets []uint32
+	if prev != TokenNone {
+		add(oldBuckets, prev, -1)
+	}
+	if class != TokenNone {
+		newBuckets = sortedBuckets(buckets)
+		add(newBuckets, class, 1)
+	}
+	batch := s.db.NewBatch()
+	defer batch.Close()
+	for b, d := range deltas {
+		if d.ham == 0 && d.spam == 0 {
+			continue
+		}
+		k := tokenCountKey(model, b)
+		v, _, err := s.getBytes(k)
+		if err != nil {
+			return TokenNone, err
+		}
+		c := decodeCount(v)
+		h := max(0, int64(c.Ham)+d.ham)
+		sp := max(0, int64(c.Spam)+d.spam)
+		if h == 0 && sp == 0 {
+			err = batch.Delete(k, nil)
+		} else {
+			err = batch.Set(k, binary.AppendUvarint(binary.AppendUvarint(nil, uint64(h)), uint64(sp)), nil)
+		}
+		if err != nil {
+			return TokenNone, fmt.Errorf("store: %w", err)
+		}
+	}
+	tk := []byte(pfxTokenTotal + model)
+	tv, _, err := s.getBytes(tk)
+	if err != nil {
+		return TokenNone, err
+	}
+	tot := decodeCount(tv)
+	bump := func(c TokenClass, n int) {
+		if c == TokenHam {
+			tot.Ham = uint32(max(0, int(tot.Ham)+n))
+		} else if c == TokenSpam {
+			tot.Spam = uint32(max(0, int(tot.Spam)+n))
+		}
+	}
+	bump(prev, -1)
+	bump(class, 1)
+	if err := batch.Set(tk, binary.AppendUvarint(binary.AppendUvarint(nil, uint64(tot.Ham)), uint64(tot.Spam)), nil); err != nil {
+		return TokenNone, fmt.Errorf("store: %w", err)
+	}
+	if class == TokenNone {
+		err = batch.Delete(mk, nil)
+	} else {
+		err = batch.Set(mk, encodeLearned(class, now, newBuckets), nil)
+	}
+	if err != nil {
+		return TokenNone, fmt.Errorf("store: %w", err)
+	}
+	// Learning is bulk work driven by an operator or autolearn: like the
+	// counters, it is not synced one message at a time (see the package
+	// doc); the write-ahead log keeps the batch whole.
+	if err := batch.Commit(pebble.NoSync); err != nil {
+		return TokenNone, fmt.Errorf("store: %w", err)
+	}
+	return prev, nil
+}
+
+func (s *Embedded) TokenCounts(_ context.Context, model string, buckets []uint32) ([]TokenCount, error) {
+	out := make([]TokenCount, len(buckets))
+	k := []byte(pfxTokenCount + model + "\x00\x00\x00\x00\x00")
+	n := len(k) - 4
+	for i, b := range buckets {
+		binary.BigEndian.PutUint32(k[n:], b)
+		v, closer, err := s.db.Get(k)
+		if errors.Is(err, pebble.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		out[i] = decodeCount(v)
+		closer.Close()
+	}
+	return out, nil
+}
+
+func (s *Embedded) TokenTotals(_ context.Context, model string) (int, int, error) {
+	v, _, err := s.getBytes([]byte(pfxTokenTotal + model))
+	if err != nil {
+		return 0, 0, err
+	}
+	c := decodeCount(v)
+	return int(c.Ham), int(c.Spam), nil
+}
+
+// Redis: a model is three hashes under one hash tag (one Cluster slot):
+// the bucket counts (field: bucket in decimal; value: spam<<32 + ham, so
+// that one HINCRBY moves a message's token from one class to the other),
+// the learned messages (field: key; value: class, ':', unix time, ':',
+// the sorted buckets as hex deltas separated by spaces, which the script
+// reads back to undo them), and the totals (fields h and s).
+func tokenKeys(model string) []string {
+	p := "sluice:bayes:{" + model + "}:"
+	return []string{p + "tok", p + "msg", p + "n"}
+}
+
+const spamUnit = 1 << 32
+
+// tokenLearnScript: KEYS as tokenKeys; ARGV[1] the message key, ARGV[2]
+// the new class ("h", "s" or "" to forget), ARGV[3] the new entry.
+// Returns the previous class ("" if none). Buckets whose counts reach zero
+// are deleted, so the hash holds only live buckets.
+var tokenLearnScript = redis.NewScript(`
+local function apply(entry, class, sign)
+  local d = 1
+  if class == 's' then d = 4294967296 end
+  d = d * sign
+  local pos = string.find(entry, ':', 3, true)
+  if not pos then return end
+  local acc = 0
+  for h in string.gmatch(string.sub(entry, pos + 1), '%x+') do
+    acc = acc + tonumber(h, 16)
+    local v = redis.call('HINCRBY', KEYS[1], acc, d)
+    if v <= 0 or (v % 4294967296) >= 2147483648 then redis.call('HDEL', KEYS[1], acc) end
+  end
+end
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+local prev = ''
+if old then prev = string.sub(old, 1, 1) end
+if prev == ARGV[2] then return prev end
+if old then
+  apply(old, prev, -1)
+  if redis.call('HINCRBY', KEYS[3], prev, -1) < 0 then redis.call('HSET', KEYS[3], prev, 0) end
+end
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  apply(ARGV[3], ARGV[2], 1)
+  redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+return prev
+`)
+
+func redisLearned(class TokenClass, now time.Time, buckets []uint32) string {
+	var sb strings.Builder
+	sb.Grow(16 + 4*len(buckets))
+	sb.WriteByte(byte(class))
+	sb.WriteByte(':')
+	sb.WriteString(strconv.FormatInt(max(0, now.Unix()), 10))
+	sb.WriteByte(':')
+	prev := uint32(0)
+	for i, b := range buckets {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString(strconv.FormatUint(uint64(b-prev), 16))
+		prev = b
+	}
+	return sb.String()
+}
+
+func (s *Redis) TokenLearn(ctx context.Context, model, msg string, class TokenClass, buckets []uint32, now time.Time) (TokenClass, error) {
+	if err := checkTokenArgs(model, msg, class); err != nil {
+		return TokenNone, err
+	}
+	cls, entry := "", ""
+	if class != TokenNone {
+		cls = string(rune(class))
+		entry = redisLearned(class, now, sortedBuckets(buckets))
+	}
+	prev, err := tokenLearnScript.Run(ctx, s.c, tokenKeys(model), msg, cls, entry).Text()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return TokenNone, wrap(err)
+	}
+	if prev == "" {
+		return TokenNone, nil
+	}
+	return TokenClass(prev[0]), nil
+}
+
+func (s *Redis) TokenCounts(ctx context.Context, model string, buckets []uint32) ([]TokenCount, error) {
+	out := make([]TokenCount, len(buckets))
+	if len(buckets) == 0 {
+		return out, nil
+	}
+	fields := make([]string, len(buckets))
+	for i, b := range buckets {
+		fields[i] = strconv.FormatUint(uint64(b), 10)
+	}
+	vals, err := s.c.HMGet(ctx, tokenKeys(model)[0], fields...).Result()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	for i, v := range vals {
+		str, ok := v.(string)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(str, 10, 64)
+		if err != nil || n <= 0 {
+			continue
+		}
+		out[i] = TokenCount{Ham: uint32(n % spamUnit), Spam: uint32(n / spamUnit)}
+	}
+	return out, nil
+}
+
+func (s *Redis) TokenTotals(ctx context.Context, model string) (int, int, error) {
+	vals, err := s.c.HMGet(ctx, tokenKeys(model)[2], "h", "s").Result()
+	if err != nil {
+		return 0, 0, wrap(err)
+	}
+	n := [2]int{}
+	for i, v := range vals {
+		if str, ok := v.(string); ok {
+			n[i], _ = strconv.Atoi(str)
+		}
+	}
+	return max(0, n[0]), max(0, n[1]), nil
+}
+
+var (
+	_ TokenStore = (*Embedded)(nil)
+	_ TokenStore = (*Redis)(nil)
+)
