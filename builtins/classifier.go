@@ -41,7 +41,7 @@ func computeSpamProbability(m *Message) (any, error) {
 		ctx, cancel = context.WithTimeout(ctx, lookupTimeout)
 		defer cancel()
 	}
-	p, tokens, err := c.SpamProbability(ctx, &Parsed{Header: m.Header(), HeaderErr: m.HeaderErr(), Body: m.Body()})
+	p, tokens, err := c.SpamProbability(ctx, &Parsed{Header: m.Header(), HeaderErr: m.HeaderErr(), Body: m.Body(), Raw: m.in.Raw})
 	if err != nil {
 		return nil, fmt.Errorf("classifier: %w", err)
 	}

@@ -272,6 +272,9 @@ type Parsed struct {
 	Header    *Header
 	HeaderErr error
 	Body      *Body
+	// Raw is the message they were parsed from, when the parser kept it
+	// (a classifier in another process needs it).
+	Raw []byte
 }
 
 // Parse parses raw once, for callers that want to keep the result.
@@ -280,7 +283,7 @@ func Parse(raw []byte, lim Limits) *Parsed {
 	if lim == (Limits{}) {
 		lim = DefaultLimits()
 	}
-	return &Parsed{Header: h, HeaderErr: err, Body: ParseBody(raw, h, lim)}
+	return &Parsed{Header: h, HeaderErr: err, Body: ParseBody(raw, h, lim), Raw: raw}
 }
 
 // Header returns the parsed top-level header, parsing it on first use.

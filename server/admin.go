@@ -137,6 +137,7 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 		}
 		replySpool(w, map[string]string{"deleted": r.PathValue("id")}, err)
 	})
+	s.adminClassifier(mux)
 	// Profiles of the running relay, for its owner only (the socket is 0600).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

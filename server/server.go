@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/classify"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/mailauth"
 	"github.com/sluicemail/sluice/metrics"
@@ -71,6 +72,11 @@ type Server struct {
 	dns      mailauth.Resolver
 	delivery *deliverer
 	metrics  *metrics.Metrics
+	// cls is the classifier in the store, learner its one door for
+	// learning, auto the autolearn queue (classifier.go).
+	cls     *classify.Classifier
+	learner *Learner
+	auto    *autolearner
 
 	mu       sync.Mutex
 	open     map[*trackedConn]bool
@@ -103,6 +109,11 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.store = st
+	if s.cls, err = OpenClassifier(st, opts.Now); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("classifier: %w", err)
+	}
+	s.learner, s.auto = NewLearner(s.cls), newAutolearner(s, cfg.Classifier.AutolearnQueue)
 	if s.dns, err = newDNS(cfg, opts); err != nil {
 		return nil, err
 	}
@@ -244,6 +255,7 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 		s.log.Warn("admin socket not available; `sluice list` needs the relay stopped", "err", err.Error())
 	}
 	s.delivery.start(ctx)
+	s.auto.start(ctx)
 	return out, nil
 }
 
@@ -322,6 +334,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		srv.Close()
 	}
 	s.delivery.stop(ctx)
+	s.auto.shutdown()
 	s.store.Close()
 	return err
 }

@@ -26,6 +26,7 @@ type fakeRelay struct {
 	mu       sync.Mutex
 	held     []Held
 	released []string
+	spam     []string
 	lists    map[string][]store.Entry
 	reviews  []Review
 	dec      map[string]*Decision
@@ -59,6 +60,14 @@ func (f *fakeRelay) DeleteHeld(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.take(id)
+	return nil
+}
+func (f *fakeRelay) DeleteHeldAsSpam(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.take(id) {
+		f.spam = append(f.spam, id)
+	}
 	return nil
 }
 func (f *fakeRelay) ListNames() []string { return []string{"allow", "blocked"} }
