@@ -198,7 +198,9 @@ type cvVerdict struct {
 	rules  []string
 }
 
-func (v cvVerdict) flagged() bool { return v.action == "tag" || v.action == "hold" || v.action == "reject" }
+func (v cvVerdict) flagged() bool {
+	return v.action == "tag" || v.action == "hold" || v.action == "reject"
+}
 
 // readVerdicts reads scan --json lines; a message is spam when it was found
 // under test/spam.
