@@ -110,7 +110,7 @@ func New() *Metrics {
 	}, []string{"op"})
 	m.learned = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_classifier_learned_total",
-		Help: "Messages given to the classifier to learn, by source (autolearn, console, cli) and result (learned, known, moved, forgotten, unknown, dropped: autolearn's queue was full, error).",
+		Help: "Messages given to the classifier to learn, by source (autolearn, console, cli) and result (learned, known, moved, forgotten, unknown, dropped: autolearn's queue was full, too_big: over autolearn's 1 MiB, error).",
 	}, []string{"source", "result"})
 	m.dnsLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_dns_lookups_total",

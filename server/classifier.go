@@ -196,6 +196,12 @@ func (a *autolearner) shutdown() {
 	<-a.done
 }
 
+// autolearnMaxBytes bounds the messages autolearn copies into its queue,
+// and so the queue's memory: the tokens of a larger message are in its
+// first megabyte (its header and text), and what is bigger is mostly
+// attachments.
+const autolearnMaxBytes = 1 << 20
+
 // autolearn queues an inbound message whose verdict is confident without
 // the classifier's own points. Outbound mail is the customers' and is never
 // learned; a verdict a rule decided (an allowlist accept, a block) says
@@ -203,6 +209,10 @@ func (a *autolearner) shutdown() {
 func (s *Server) autolearn(in *builtins.Input, v *engine.Verdict, raw []byte) {
 	cfg := s.cfg.Load().Classifier
 	if !cfg.Autolearn || s.auto == nil || in.Outbound || v.Rule != "" || len(v.Errors) > 0 || v.Action == engine.Tempfail {
+		return
+	}
+	if len(raw) > autolearnMaxBytes {
+		s.metrics.Learned("autolearn", "too_big")
 		return
 	}
 	score := scoreWithoutClassifier(v)
