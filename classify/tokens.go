@@ -14,25 +14,37 @@ import (
 // and "free" in the text weigh apart, as SpamAssassin's Bayes does.
 const (
 	maxWordLen = 20 // longer words become a "skip:" token of their shape
-	minWordLen = 2
 )
+
+// tokenConfig is how a message is cut into tokens.
+type tokenConfig struct {
+	max         int    // distinct tokens per message
+	buckets     uint32 // hash buckets
+	minLen      int    // shorter words are dropped
+	bodyBigrams bool   // pairs of neighbouring words of the text
+	subjBigrams bool   // pairs of neighbouring words of the subject
+}
 
 // tokenizer collects one message's tokens, each once, up to max.
 type tokenizer struct {
-	max     int
-	buckets uint32
-	seen    map[uint32]struct{}
+	tokenConfig
+	seen    map[uint32]int32 // bucket: index in out
 	out     []token
 	prev    string // the previous word, for bigrams
+	prevIdx int32  // its token
 }
 
+// token is one distinct token of a message. A bigram knows the tokens of
+// its two words, so that combining never counts one word's evidence twice
+// (see combine).
 type token struct {
 	text   string
 	bucket uint32
+	a, b   int32 // a bigram's words (indexes in the message's tokens), else -1
 }
 
-func newTokenizer(max int, buckets uint32) *tokenizer {
-	return &tokenizer{max: max, buckets: buckets, seen: make(map[uint32]struct{}, max)}
+func newTokenizer(cfg tokenConfig) *tokenizer {
+	return &tokenizer{tokenConfig: cfg, seen: make(map[uint32]int32, cfg.max)}
 }
 
 // fnv1a64 hashes s without allocating; the model stores only the hash, so
@@ -52,16 +64,22 @@ func fnv1a64(prefix, s string) uint64 {
 
 func (t *tokenizer) full() bool { return len(t.out) >= t.max }
 
-func (t *tokenizer) add(prefix, s string) {
+func (t *tokenizer) add(prefix, s string) int32 { return t.addPair(prefix, s, -1, -1) }
+
+// addPair adds a token (a bigram of the tokens a and b when a >= 0) and
+// returns its index, -1 when the message has too many.
+func (t *tokenizer) addPair(prefix, s string, a, b int32) int32 {
+	bk := uint32(fnv1a64(prefix, s) % uint64(t.buckets))
+	if i, ok := t.seen[bk]; ok {
+		return i
+	}
 	if t.full() {
-		return
+		return -1
 	}
-	b := uint32(fnv1a64(prefix, s) % uint64(t.buckets))
-	if _, ok := t.seen[b]; ok {
-		return
-	}
-	t.seen[b] = struct{}{}
-	t.out = append(t.out, token{prefix + s, b})
+	i := int32(len(t.out))
+	t.seen[bk] = i
+	t.out = append(t.out, token{prefix + s, bk, a, b})
+	return i
 }
 
 // words splits text into lower-case words and adds them with the prefix,
@@ -111,7 +129,7 @@ func isInnerRune(r rune) bool {
 
 func (t *tokenizer) word(prefix, w string, bigrams bool) {
 	n := utf8.RuneCountInString(w)
-	if n < minWordLen {
+	if n < t.minLen {
 		t.prev = ""
 		return
 	}
@@ -124,14 +142,19 @@ func (t *tokenizer) word(prefix, w string, bigrams bool) {
 		t.prev = ""
 		return
 	}
-	t.add(prefix, lw)
+	if digits(lw) >= 5 {
+		// phone numbers, order numbers, dates: their shape recurs, their
+		// digits rarely do
+		lw = shape(lw, maxWordLen)
+	}
+	i := t.add(prefix, lw)
 	if n >= 4 && w != lw && strings.ToUpper(w) == w && hasLetter(w) {
 		t.add("caps:", prefix)
 	}
-	if bigrams && t.prev != "" {
-		t.add(prefix, t.prev+" "+lw)
+	if bigrams && t.prev != "" && t.prevIdx >= 0 && i >= 0 {
+		t.addPair(prefix, t.prev+" "+lw, t.prevIdx, i)
 	}
-	t.prev = lw
+	t.prev, t.prevIdx = lw, i
 }
 
 func hasLetter(s string) bool {
@@ -195,8 +218,8 @@ var presence = []string{
 }
 
 // tokens returns the tokens of a parsed message, at most max, each once.
-func tokens(p *builtins.Parsed, max int, buckets uint32) []token {
-	t := newTokenizer(max, buckets)
+func tokens(p *builtins.Parsed, cfg tokenConfig) []token {
+	t := newTokenizer(cfg)
 	if h := p.Header; h != nil {
 		t.headers(h)
 	}
@@ -207,7 +230,7 @@ func tokens(p *builtins.Parsed, max int, buckets uint32) []token {
 }
 
 func (t *tokenizer) headers(h *builtins.Header) {
-	t.words("subj:", h.Subject(), true)
+	t.words("subj:", h.Subject(), t.subjBigrams)
 	from := domainOf(h.From())
 	if from != "" {
 		t.add("from:", from)
@@ -262,7 +285,6 @@ func (t *tokenizer) headers(h *builtins.Header) {
 	for _, r := range rcvd {
 		t.received(r)
 	}
-	t.words("to:", strings.Join(h.Values("To"), " "), false)
 }
 
 // trimVersion drops what follows the first digit: a mailer's name without
@@ -299,6 +321,13 @@ func (t *tokenizer) body(b *builtins.Body) {
 			t.add("url:", h)
 			t.add("url:", lastLabels(h, 2))
 		}
+		// the words of the path: remove.cgi, unsubscribe, r.asp
+		if i := strings.Index(l, "://"); i >= 0 {
+			l = l[i+3:]
+		}
+		if i := strings.IndexAny(l, "/?"); i >= 0 {
+			t.words("urlpath:", l[i:], false)
+		}
 	}
 	for _, a := range b.Structure.Attachments {
 		t.add("att:", a.Type)
@@ -329,7 +358,7 @@ func (t *tokenizer) body(b *builtins.Body) {
 	if b.PhishingLinks > 0 {
 		t.add("body:", "disguised-link")
 	}
-	t.words("", b.Text, true)
+	t.words("", b.Text, t.bodyBigrams)
 }
 
 // linkHost is the host of a URL (scheme://host/... or www.host/...), lower
@@ -348,4 +377,14 @@ func linkHost(l string) string {
 		l = l[:i]
 	}
 	return strings.ToLower(strings.TrimSuffix(l, "."))
+}
+
+func digits(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			n++
+		}
+	}
+	return n
 }

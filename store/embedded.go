@@ -22,6 +22,8 @@ type Embedded struct {
 
 	indexMu sync.Mutex
 	indexes map[string]*embeddedIndex
+
+	tokens tokenModels // the classifier's models, in memory (tokens.go)
 }
 
 // Key spaces.

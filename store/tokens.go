@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -149,15 +150,93 @@ func (s *Embedded) getBytes(k []byte) ([]byte, bool, error) {
 	return out, true, nil
 }
 
-// TokenLearn on the embedded store: one lock per model (only one process
-// opens the store), the whole change in one batch.
+// tokenModels are the models of an embedded store held in memory: only
+// one process opens the store, so a copy loaded once and updated with
+// every write stays true, and judging a message reads memory instead of
+// seeking Pebble once per token (which cost ~1 ms a message). Memory is
+// bounded by the classifier's bucket count (at most ~40 MB for 2^20 live
+// buckets).
+type tokenModels struct {
+	mu     sync.Mutex
+	models map[string]*tokenModel
+}
+
+type tokenModel struct {
+	mu     sync.RWMutex
+	loaded bool
+	counts map[uint32]TokenCount
+	total  TokenCount
+}
+
+// tokenModel returns the model, loaded from the store, read-locked (write-
+// locked if write); unlock with the returned function.
+func (s *Embedded) tokenModel(model string, write bool) (*tokenModel, func(), error) {
+	s.tokens.mu.Lock()
+	if s.tokens.models == nil {
+		s.tokens.models = map[string]*tokenModel{}
+	}
+	m := s.tokens.models[model]
+	if m == nil {
+		m = &tokenModel{}
+		s.tokens.models[model] = m
+	}
+	s.tokens.mu.Unlock()
+	m.mu.Lock()
+	if !m.loaded {
+		if err := s.loadTokenModel(model, m); err != nil {
+			m.mu.Unlock()
+			return nil, nil, err
+		}
+		m.loaded = true
+	}
+	if write {
+		return m, m.mu.Unlock, nil
+	}
+	m.mu.Unlock()
+	m.mu.RLock()
+	return m, m.mu.RUnlock, nil
+}
+
+func (s *Embedded) loadTokenModel(model string, m *tokenModel) error {
+	m.counts = map[uint32]TokenCount{}
+	prefix := []byte(pfxTokenCount + model + "\x00")
+	upper := append(slices.Clone(prefix[:len(prefix)-1]), 1)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) == len(prefix)+4 {
+			m.counts[binary.BigEndian.Uint32(k[len(prefix):])] = decodeCount(it.Value())
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	v, _, err := s.getBytes([]byte(pfxTokenTotal + model))
+	if err != nil {
+		return err
+	}
+	m.total = decodeCount(v)
+	return nil
+}
+
+func encodeCount(c TokenCount) []byte {
+	return binary.AppendUvarint(binary.AppendUvarint(nil, uint64(c.Ham)), uint64(c.Spam))
+}
+
+// TokenLearn on the embedded store: the model's lock held, the whole
+// change in one batch, then in memory.
 func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenClass, buckets []uint32, now time.Time) (TokenClass, error) {
 	if err := checkTokenArgs(model, msg, class); err != nil {
 		return TokenNone, err
 	}
-	mu := s.lock(pfxTokenMsg + model)
-	mu.Lock()
-	defer mu.Unlock()
+	m, unlock, err := s.tokenModel(model, true)
+	if err != nil {
+		return TokenNone, err
+	}
+	defer unlock()
 	mk := []byte(pfxTokenMsg + model + "\x00" + msg)
 	old, _, err := s.getBytes(mk)
 	if err != nil {
@@ -188,35 +267,28 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 		newBuckets = sortedBuckets(buckets)
 		add(newBuckets, class, 1)
 	}
+	next := make(map[uint32]TokenCount, len(deltas))
 	batch := s.db.NewBatch()
 	defer batch.Close()
 	for b, d := range deltas {
 		if d.ham == 0 && d.spam == 0 {
 			continue
 		}
+		c := m.counts[b]
+		c = TokenCount{uint32(max(0, int64(c.Ham)+d.ham)), uint32(max(0, int64(c.Spam)+d.spam))}
+		next[b] = c
 		k := tokenCountKey(model, b)
-		v, _, err := s.getBytes(k)
-		if err != nil {
-			return TokenNone, err
-		}
-		c := decodeCount(v)
-		h := max(0, int64(c.Ham)+d.ham)
-		sp := max(0, int64(c.Spam)+d.spam)
-		if h == 0 && sp == 0 {
+		var err error
+		if c == (TokenCount{}) {
 			err = batch.Delete(k, nil)
 		} else {
-			err = batch.Set(k, binary.AppendUvarint(binary.AppendUvarint(nil, uint64(h)), uint64(sp)), nil)
+			err = batch.Set(k, encodeCount(c), nil)
 		}
 		if err != nil {
 			return TokenNone, fmt.Errorf("store: %w", err)
 		}
 	}
-	tk := []byte(pfxTokenTotal + model)
-	tv, _, err := s.getBytes(tk)
-	if err != nil {
-		return TokenNone, err
-	}
-	tot := decodeCount(tv)
+	tot := m.total
 	bump := func(c TokenClass, n int) {
 		if c == TokenHam {
 			tot.Ham = uint32(max(0, int(tot.Ham)+n))
@@ -226,7 +298,7 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 	}
 	bump(prev, -1)
 	bump(class, 1)
-	if err := batch.Set(tk, binary.AppendUvarint(binary.AppendUvarint(nil, uint64(tot.Ham)), uint64(tot.Spam)), nil); err != nil {
+	if err := batch.Set([]byte(pfxTokenTotal+model), encodeCount(tot), nil); err != nil {
 		return TokenNone, fmt.Errorf("store: %w", err)
 	}
 	if class == TokenNone {
@@ -243,35 +315,37 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 	if err := batch.Commit(pebble.NoSync); err != nil {
 		return TokenNone, fmt.Errorf("store: %w", err)
 	}
+	for b, c := range next {
+		if c == (TokenCount{}) {
+			delete(m.counts, b)
+		} else {
+			m.counts[b] = c
+		}
+	}
+	m.total = tot
 	return prev, nil
 }
 
 func (s *Embedded) TokenCounts(_ context.Context, model string, buckets []uint32) ([]TokenCount, error) {
+	m, unlock, err := s.tokenModel(model, false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	out := make([]TokenCount, len(buckets))
-	k := []byte(pfxTokenCount + model + "\x00\x00\x00\x00\x00")
-	n := len(k) - 4
 	for i, b := range buckets {
-		binary.BigEndian.PutUint32(k[n:], b)
-		v, closer, err := s.db.Get(k)
-		if errors.Is(err, pebble.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		out[i] = decodeCount(v)
-		closer.Close()
+		out[i] = m.counts[b]
 	}
 	return out, nil
 }
 
 func (s *Embedded) TokenTotals(_ context.Context, model string) (int, int, error) {
-	v, _, err := s.getBytes([]byte(pfxTokenTotal + model))
+	m, unlock, err := s.tokenModel(model, false)
 	if err != nil {
 		return 0, 0, err
 	}
-	c := decodeCount(v)
-	return int(c.Ham), int(c.Spam), nil
+	defer unlock()
+	return int(m.total.Ham), int(m.total.Spam), nil
 }
 
 // Redis: a model is three hashes under one hash tag (one Cluster slot):

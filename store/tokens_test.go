@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -134,4 +135,38 @@ func TestTokenLearnConcurrent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTokenModelReopen: the embedded store's model in memory is a copy of
+// what is on disk: a reopened store has the same counts, totals and
+// learned messages.
+func TestTokenModelReopen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := OpenEmbedded(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		c := TokenHam
+		if i%3 == 0 {
+			c = TokenSpam
+		}
+		if _, err := s.TokenLearn(bg, "m", fmt.Sprint("msg", i), c, []uint32{1, uint32(100 + i)}, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.TokenLearn(bg, "m", "msg1", TokenNone, nil, t0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = OpenEmbedded(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wantTotals(t, s, "m", 5, 4)
+	wantCounts(t, s, "m", []uint32{1, 100, 101, 102}, []TokenCount{{5, 4}, {0, 1}, {}, {1, 0}})
+	if prev, err := s.TokenLearn(bg, "m", "msg0", TokenSpam, nil, t0); err != nil || prev != TokenSpam {
+		t.Errorf("msg0 after reopening: %q, %v; want it learned as spam", prev, err)
+	}
 }
