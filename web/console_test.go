@@ -350,3 +350,31 @@ func TestConsoleEscapes(t *testing.T) {
 type netipPrefix = netip.Prefix
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// TestConsoleDeleteAsSpam: "Delete selected as spam" asks the relay to
+// learn and delete each checked message, and says how many it did; an
+// unknown action is refused.
+func TestConsoleDeleteAsSpam(t *testing.T) {
+	f := newFake()
+	var log strings.Builder
+	c := newConsoleServer(t, f, &log)
+	c.login("ops", "s3cret")
+	tok := c.csrf()
+	resp, err := c.c.PostForm(c.base+"/hold", url.Values{"csrf": {tok}, "op": {"spam"}, "id": {"01HOLD0000000000000000000A", "01HOLD0000000000000000000B"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(f.spam) != 2 || len(f.held) != 0 || len(f.released) != 0 {
+		t.Fatalf("delete as spam: %d, spam %v, held %v", resp.StatusCode, f.spam, f.held)
+	}
+	if loc := resp.Header.Get("Location"); loc != "/hold?done=Deleted+as+spam%3A+2." {
+		t.Errorf("redirect to %q, want the notice of 2 deleted as spam", loc)
+	}
+	if !strings.Contains(log.String(), `msg="console: hold deleted as spam" admin=ops id=01HOLD0000000000000000000B`) {
+		t.Errorf("not logged:\n%s", log.String())
+	}
+	if st, _ := c.do("POST", "/hold", url.Values{"csrf": {tok}, "op": {"learn"}, "id": {"x"}}); st != http.StatusBadRequest {
+		t.Errorf("unknown action: %d, want 400", st)
+	}
+}
