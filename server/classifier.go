@@ -36,7 +36,8 @@ type ClassifierConfig struct {
 	// bayes_auto_learn_threshold_nonspam).
 	AutolearnHamScore *float64 `yaml:"autolearn_ham_score"`
 	// AutolearnQueue bounds the messages waiting to be learned (default
-	// 100); when it is full a message is not learned (counted in
+	// 100; a new size takes a restart, the other keys a reload); when it
+	// is full a message is not learned (counted in
 	// sluice_classifier_learned_total{result="dropped"}), never delayed.
 	AutolearnQueue int `yaml:"autolearn_queue"`
 }

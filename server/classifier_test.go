@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -242,5 +244,41 @@ func TestUnstamp(t *testing.T) {
 	}
 	if got := string(unstamp([]byte(orig), "relay.test")); got != orig {
 		t.Errorf("unstamp of a message the relay did not stamp changed it:\n%q", got)
+	}
+}
+
+// TestClassifierConfig: autolearn is off by default with SpamAssassin's
+// thresholds; thresholds that cross, or a negative queue, are refused.
+func TestClassifierConfig(t *testing.T) {
+	dir := t.TempDir()
+	load := func(yaml string) (*Config, error) {
+		p := filepath.Join(dir, "sluice.yaml")
+		if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return LoadConfig(p)
+	}
+	c, err := load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl := c.Classifier; cl.Autolearn || *cl.AutolearnSpamScore != 12 || *cl.AutolearnHamScore != 0.1 || cl.AutolearnQueue != 100 {
+		t.Errorf("defaults: %+v", cl)
+	}
+	c, err = load("classifier: {autolearn: true, autolearn_spam_score: 10, autolearn_ham_score: 0, autolearn_queue: 5}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl := c.Classifier; !cl.Autolearn || *cl.AutolearnSpamScore != 10 || *cl.AutolearnHamScore != 0 || cl.AutolearnQueue != 5 {
+		t.Errorf("given: %+v", cl)
+	}
+	for yaml, want := range map[string]string{
+		"classifier: {autolearn_spam_score: 1, autolearn_ham_score: 2}\n": "autolearn_ham_score 2 must be below autolearn_spam_score 1",
+		"classifier: {autolearn_queue: -1}\n":                             "classifier.autolearn_queue",
+		"classifier: {autolearn: yes please}\n":                           "cannot unmarshal",
+	} {
+		if _, err := load(yaml); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error saying %q", yaml, err, want)
+		}
 	}
 }
