@@ -2,6 +2,7 @@ package classify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -174,4 +175,83 @@ func TestMinLearnedDefault(t *testing.T) {
 	if p, _ := prob(t, c, spamMsg(1000)); p < 0.99 {
 		t.Errorf("200 of each learned: %v, want spam", p)
 	}
+}
+
+// TestBadInput: an empty message is refused with a clear error, and
+// nothing is learned; a model name the stores cannot key is refused.
+func TestBadInput(t *testing.T) {
+	s, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := open(t, s, 1)
+	for _, raw := range [][]byte{nil, []byte(" \r\n\r\n")} {
+		if _, err := c.Learn(bg, raw, true); !errors.Is(err, ErrEmptyMessage) {
+			t.Errorf("learn %q: %v, want ErrEmptyMessage", raw, err)
+		}
+		if _, err := c.Forget(bg, raw); !errors.Is(err, ErrEmptyMessage) {
+			t.Errorf("forget %q: %v, want ErrEmptyMessage", raw, err)
+		}
+	}
+	counts(t, c, 0, 0)
+	// a message that is all header, or not mail at all, is still a message
+	learn(t, c, []byte("Subject: hello\r\n"), false, true)
+	learn(t, c, []byte("\x00\x01 not mail"), true, true)
+	counts(t, c, 1, 1)
+	if _, err := Open(s, Options{Model: "a:b"}); err == nil {
+		t.Error("a model name with a colon was accepted")
+	}
+	if _, err := Open(nil, Options{}); !errors.Is(err, ErrNoModelStore) {
+		t.Errorf("a nil store: %v, want ErrNoModelStore", err)
+	}
+}
+
+// TestRelaysShareRedis: two relays (two classifiers, two clients) on one
+// Redis learn into one model and judge alike.
+func TestRelaysShareRedis(t *testing.T) {
+	rs := storetest.StartRedis(t)
+	var cs [2]*Classifier
+	for i := range cs {
+		s := store.OpenRedis(store.RedisOptions{Addrs: []string{rs.Addr}})
+		t.Cleanup(func() { s.Close() })
+		cs[i] = open(t, s, 2)
+	}
+	learn(t, cs[0], spamMsg(1), true, true)
+	learn(t, cs[1], spamMsg(2), true, true)
+	learn(t, cs[0], hamMsg(1), false, true)
+	learn(t, cs[1], hamMsg(2), false, true)
+	learn(t, cs[1], spamMsg(1), true, false) // the other relay learned it
+	counts(t, cs[0], 2, 2)
+	p0, _ := prob(t, cs[0], spamMsg(9))
+	p1, _ := prob(t, cs[1], spamMsg(9))
+	if p0 != p1 || p0 < 0.9 {
+		t.Errorf("the relays judge %v and %v, want one spam verdict", p0, p1)
+	}
+}
+
+// FuzzTokens: whatever the message, tokenizing never panics, keeps within
+// its bound, gives each bucket once and only buckets in range.
+func FuzzTokens(f *testing.F) {
+	f.Add([]byte("Subject: =?utf-8?b?w6k=?= FREE!!!\r\nFrom: x@y\r\nContent-Type: text/html\r\n\r\n<a href=http://a.b/c?d>www.e.f</a> 12345678 $19.99"))
+	f.Add(spamMsg(1))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: application/zip; name=a.exe\r\n\r\nPK\r\n--x--"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		cfg := defaultTokens
+		cfg.max, cfg.buckets = 50, 1000
+		toks := tokens(builtins.Parse(raw, builtins.Limits{}), cfg)
+		if len(toks) > cfg.max {
+			t.Fatalf("%d tokens, max %d", len(toks), cfg.max)
+		}
+		seen := map[uint32]bool{}
+		for i, tk := range toks {
+			if tk.bucket >= cfg.buckets || seen[tk.bucket] {
+				t.Fatalf("token %q: bucket %d out of range or repeated", tk, tk.bucket)
+			}
+			seen[tk.bucket] = true
+			if tk.a >= int32(i) || tk.b >= int32(i) || (tk.a < 0) != (tk.b < 0) {
+				t.Fatalf("bigram %q refers to %d, %d", tk, tk.a, tk.b)
+			}
+		}
+	})
 }

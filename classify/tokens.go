@@ -38,7 +38,8 @@ type tokenizer struct {
 // its two words, so that combining never counts one word's evidence twice
 // (see combine).
 type token struct {
-	text   string
+	prefix string // where it comes from ("" for the text's words)
+	word   string
 	bucket uint32
 	a, b   int32 // a bigram's words (indexes in the message's tokens), else -1
 }
@@ -78,7 +79,7 @@ func (t *tokenizer) addPair(prefix, s string, a, b int32) int32 {
 	}
 	i := int32(len(t.out))
 	t.seen[bk] = i
-	t.out = append(t.out, token{prefix + s, bk, a, b})
+	t.out = append(t.out, token{prefix, s, bk, a, b})
 	return i
 }
 
@@ -388,3 +389,6 @@ func digits(s string) int {
 	}
 	return n
 }
+
+// String is the token as evidence shows it.
+func (t token) String() string { return t.prefix + t.word }

@@ -31,21 +31,23 @@ type TokenCount struct{ Ham, Spam uint32 }
 // token (a bucket number: the classifier hashes its tokens into a fixed
 // number of buckets, which bounds the model's size), how many learned ham
 // and spam messages held it; the number of learned messages of each class;
-// and the learned messages themselves, by a key the classifier derives
-// (Message-ID and body hash), each with its class and its buckets, so that
-// forgetting or moving a message undoes exactly what learning it did, even
-// after the tokenizer changed.
+// and which messages were learned, by a key the classifier derives
+// (Message-ID and body hash), with their class and time (a few dozen
+// bytes each: not their tokens, which the caller derives again from the
+// message to forget or move it, as SpamAssassin does).
 //
 // Both the embedded store and Redis implement it. A learn, move or forget
-// is one atomic step (one Lua script on Redis, one Pebble batch under a
-// lock on the embedded store): two relays learning at once, even the same
-// message, leave counts that match the learned messages.
+// is one atomic step (one Lua script on Redis, one Pebble batch under the
+// model's lock on the embedded store): two relays learning at once, even
+// the same message, leave counts that match the learned messages.
 type TokenStore interface {
 	// TokenLearn makes the message msg of model have class (TokenNone:
-	// forget it) with the given buckets, and returns the class it had
-	// before. Learning a message as the class it has changes nothing (the
-	// buckets given are ignored); as the other class, its old buckets lose
-	// one of the old class and the new buckets gain one of the new.
+	// forget it), buckets being the message's tokens, and returns the
+	// class it had before. Learning a message as the class it has changes
+	// nothing; as another class, its buckets lose one of the old class
+	// and gain one of the new. A count never goes below zero (a tokenizer
+	// changed between learning and forgetting a message leaves the counts
+	// it cannot undo).
 	TokenLearn(ctx context.Context, model, msg string, class TokenClass, buckets []uint32, now time.Time) (prev TokenClass, err error)
 	// TokenCounts returns the counts of each bucket (zero for unknown
 	// ones), in the order given.
@@ -82,47 +84,17 @@ const (
 	pfxTokenTotal = "n\x00"
 )
 
-func tokenCountKey(model string, b uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte(pfxTokenCount+model+"\x00"), b)
+// A learned message's value: its class, then the unix time it was learned
+// (uvarint).
+func encodeLearned(class TokenClass, now time.Time) []byte {
+	return binary.AppendUvarint([]byte{byte(class)}, uint64(max(0, now.Unix())))
 }
 
-// A learned message's value: its class, the unix time it was learned
-// (uvarint), then its sorted buckets as uvarint deltas.
-func encodeLearned(class TokenClass, now time.Time, buckets []uint32) []byte {
-	out := make([]byte, 0, 8+2*len(buckets))
-	out = append(out, byte(class))
-	out = binary.AppendUvarint(out, uint64(max(0, now.Unix())))
-	prev := uint32(0)
-	for _, b := range buckets {
-		out = binary.AppendUvarint(out, uint64(b-prev))
-		prev = b
-	}
-	return out
-}
-
-func decodeLearned(v []byte) (TokenClass, []uint32) {
+func decodeLearned(v []byte) TokenClass {
 	if len(v) == 0 {
-		return TokenNone, nil
+		return TokenNone
 	}
-	class := TokenClass(v[0])
-	v = v[1:]
-	_, n := binary.Uvarint(v)
-	if n <= 0 {
-		return class, nil
-	}
-	v = v[n:]
-	var out []uint32
-	acc := uint32(0)
-	for len(v) > 0 {
-		d, n := binary.Uvarint(v)
-		if n <= 0 {
-			break
-		}
-		v = v[n:]
-		acc += uint32(d)
-		out = append(out, acc)
-	}
-	return class, out
+	return TokenClass(v[0])
 }
 
 func decodeCount(v []byte) TokenCount {
@@ -242,47 +214,36 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 	if err != nil {
 		return TokenNone, err
 	}
-	prev, oldBuckets := decodeLearned(old)
+	prev := decodeLearned(old)
 	if prev == class {
 		return prev, nil
 	}
-	type delta struct{ ham, spam int64 }
-	deltas := map[uint32]delta{}
-	add := func(bs []uint32, c TokenClass, n int64) {
-		for _, b := range bs {
-			d := deltas[b]
-			if c == TokenHam {
-				d.ham += n
-			} else {
-				d.spam += n
-			}
-			deltas[b] = d
+	// every bucket of the message moves the same way
+	var dh, ds int64
+	for c, n := range map[TokenClass]int64{prev: -1, class: 1} {
+		switch c {
+		case TokenHam:
+			dh = n
+		case TokenSpam:
+			ds = n
 		}
 	}
-	var newBuckets []uint32
-	if prev != TokenNone {
-		add(oldBuckets, prev, -1)
-	}
-	if class != TokenNone {
-		newBuckets = sortedBuckets(buckets)
-		add(newBuckets, class, 1)
-	}
-	next := make(map[uint32]TokenCount, len(deltas))
+	// in increasing key order, which the memtable inserts fastest
+	buckets = sortedBuckets(buckets)
+	next := make([]TokenCount, len(buckets))
 	batch := s.db.NewBatch()
 	defer batch.Close()
-	for b, d := range deltas {
-		if d.ham == 0 && d.spam == 0 {
-			continue
-		}
+	key := []byte(pfxTokenCount + model + "\x00\x00\x00\x00\x00")
+	for i, b := range buckets {
 		c := m.counts[b]
-		c = TokenCount{uint32(max(0, int64(c.Ham)+d.ham)), uint32(max(0, int64(c.Spam)+d.spam))}
-		next[b] = c
-		k := tokenCountKey(model, b)
+		c = TokenCount{uint32(max(0, int64(c.Ham)+dh)), uint32(max(0, int64(c.Spam)+ds))}
+		next[i] = c
+		binary.BigEndian.PutUint32(key[len(key)-4:], b)
 		var err error
 		if c == (TokenCount{}) {
-			err = batch.Delete(k, nil)
+			err = batch.Delete(key, nil)
 		} else {
-			err = batch.Set(k, encodeCount(c), nil)
+			err = batch.Set(key, encodeCount(c), nil)
 		}
 		if err != nil {
 			return TokenNone, fmt.Errorf("store: %w", err)
@@ -304,7 +265,7 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 	if class == TokenNone {
 		err = batch.Delete(mk, nil)
 	} else {
-		err = batch.Set(mk, encodeLearned(class, now, newBuckets), nil)
+		err = batch.Set(mk, encodeLearned(class, now), nil)
 	}
 	if err != nil {
 		return TokenNone, fmt.Errorf("store: %w", err)
@@ -315,11 +276,11 @@ func (s *Embedded) TokenLearn(_ context.Context, model, msg string, class TokenC
 	if err := batch.Commit(pebble.NoSync); err != nil {
 		return TokenNone, fmt.Errorf("store: %w", err)
 	}
-	for b, c := range next {
+	for i, c := range next {
 		if c == (TokenCount{}) {
-			delete(m.counts, b)
+			delete(m.counts, buckets[i])
 		} else {
-			m.counts[b] = c
+			m.counts[buckets[i]] = c
 		}
 	}
 	m.total = tot
@@ -351,9 +312,8 @@ func (s *Embedded) TokenTotals(_ context.Context, model string) (int, int, error
 // Redis: a model is three hashes under one hash tag (one Cluster slot):
 // the bucket counts (field: bucket in decimal; value: spam<<32 + ham, so
 // that one HINCRBY moves a message's token from one class to the other),
-// the learned messages (field: key; value: class, ':', unix time, ':',
-// the sorted buckets as hex deltas separated by spaces, which the script
-// reads back to undo them), and the totals (fields h and s).
+// the learned messages (field: key; value: class, ':', unix time), and the
+// totals (fields h and s).
 func tokenKeys(model string) []string {
 	p := "sluice:bayes:{" + model + "}:"
 	return []string{p + "tok", p + "msg", p + "n"}
@@ -362,58 +322,43 @@ func tokenKeys(model string) []string {
 const spamUnit = 1 << 32
 
 // tokenLearnScript: KEYS as tokenKeys; ARGV[1] the message key, ARGV[2]
-// the new class ("h", "s" or "" to forget), ARGV[3] the new entry.
-// Returns the previous class ("" if none). Buckets whose counts reach zero
-// are deleted, so the hash holds only live buckets.
+// the new class ("h", "s" or "" to forget), ARGV[3] the new entry,
+// ARGV[4...] the buckets. Returns the previous class ("" if none). A
+// count below zero is set to zero; buckets whose counts reach zero are
+// deleted, so the hash holds only live buckets.
 var tokenLearnScript = redis.NewScript(`
-local function apply(entry, class, sign)
-  local d = 1
-  if class == 's' then d = 4294967296 end
-  d = d * sign
-  local pos = string.find(entry, ':', 3, true)
-  if not pos then return end
-  local acc = 0
-  for h in string.gmatch(string.sub(entry, pos + 1), '%x+') do
-    acc = acc + tonumber(h, 16)
-    local v = redis.call('HINCRBY', KEYS[1], acc, d)
-    if v <= 0 or (v % 4294967296) >= 2147483648 then redis.call('HDEL', KEYS[1], acc) end
-  end
+local function unit(c)
+  if c == 'h' then return 1 elseif c == 's' then return 4294967296 end
+  return 0
 end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 local prev = ''
 if old then prev = string.sub(old, 1, 1) end
 if prev == ARGV[2] then return prev end
-if old then
-  apply(old, prev, -1)
+local d = unit(ARGV[2]) - unit(prev)
+for i = 4, #ARGV do
+  local v = redis.call('HINCRBY', KEYS[1], ARGV[i], d)
+  local fix = v
+  local r = v % 4294967296
+  if r >= 2147483648 then fix = v - r + 4294967296 end
+  if fix < 0 then fix = fix % 4294967296 end
+  if fix <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  elseif fix ~= v then
+    redis.call('HSET', KEYS[1], ARGV[i], fix)
+  end
+end
+if prev ~= '' then
   if redis.call('HINCRBY', KEYS[3], prev, -1) < 0 then redis.call('HSET', KEYS[3], prev, 0) end
 end
 if ARGV[2] == '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
-  apply(ARGV[3], ARGV[2], 1)
   redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 end
 return prev
 `)
-
-func redisLearned(class TokenClass, now time.Time, buckets []uint32) string {
-	var sb strings.Builder
-	sb.Grow(16 + 4*len(buckets))
-	sb.WriteByte(byte(class))
-	sb.WriteByte(':')
-	sb.WriteString(strconv.FormatInt(max(0, now.Unix()), 10))
-	sb.WriteByte(':')
-	prev := uint32(0)
-	for i, b := range buckets {
-		if i > 0 {
-			sb.WriteByte(' ')
-		}
-		sb.WriteString(strconv.FormatUint(uint64(b-prev), 16))
-		prev = b
-	}
-	return sb.String()
-}
 
 func (s *Redis) TokenLearn(ctx context.Context, model, msg string, class TokenClass, buckets []uint32, now time.Time) (TokenClass, error) {
 	if err := checkTokenArgs(model, msg, class); err != nil {
@@ -422,9 +367,15 @@ func (s *Redis) TokenLearn(ctx context.Context, model, msg string, class TokenCl
 	cls, entry := "", ""
 	if class != TokenNone {
 		cls = string(rune(class))
-		entry = redisLearned(class, now, sortedBuckets(buckets))
+		entry = cls + ":" + strconv.FormatInt(max(0, now.Unix()), 10)
 	}
-	prev, err := tokenLearnScript.Run(ctx, s.c, tokenKeys(model), msg, cls, entry).Text()
+	buckets = sortedBuckets(buckets)
+	args := make([]any, 0, 3+len(buckets))
+	args = append(args, msg, cls, entry)
+	for _, b := range buckets {
+		args = append(args, strconv.FormatUint(uint64(b), 10))
+	}
+	prev, err := tokenLearnScript.Run(ctx, s.c, tokenKeys(model), args...).Text()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return TokenNone, wrap(err)
 	}

@@ -40,8 +40,8 @@ func wantTotals(t *testing.T, ts TokenStore, model string, ham, spam int) {
 }
 
 // TestTokenLearnOnceMoveForget: a message counts once, moves when learned
-// as the other class (its old buckets lose what they gained), and forgetting
-// undoes it; models are apart.
+// as the other class, and forgetting undoes it; no count goes below zero;
+// models are apart.
 func TestTokenLearnOnceMoveForget(t *testing.T) {
 	contract(t, func(t *testing.T, s Store) {
 		ts := tokenStore(t, s)
@@ -64,15 +64,21 @@ func TestTokenLearnOnceMoveForget(t *testing.T) {
 		learn("b", TokenHam, []uint32{2, 3}, TokenNone)
 		wantTotals(t, ts, m, 1, 1)
 		wantCounts(t, ts, m, all, []TokenCount{{0, 1}, {1, 1}, {1, 0}, {}, {0, 1}})
-		// a moves to ham with the buckets it was learned with, whatever
-		// buckets come now
-		learn("a", TokenHam, []uint32{1, 3 << 20}, TokenSpam)
+		learn("a", TokenHam, []uint32{4000000000, 1, 2}, TokenSpam) // moves
 		wantTotals(t, ts, m, 2, 0)
-		wantCounts(t, ts, m, []uint32{1, 2, 3, 3 << 20, 4000000000}, []TokenCount{{1, 0}, {1, 0}, {1, 0}, {1, 0}, {}})
-		learn("b", TokenNone, nil, TokenHam)
-		learn("b", TokenNone, nil, TokenNone)
+		wantCounts(t, ts, m, all, []TokenCount{{1, 0}, {2, 0}, {1, 0}, {}, {1, 0}})
+		learn("b", TokenNone, []uint32{2, 3}, TokenHam)
+		learn("b", TokenNone, []uint32{2, 3}, TokenNone)
 		wantTotals(t, ts, m, 1, 0)
-		wantCounts(t, ts, m, []uint32{1, 2, 3, 3 << 20}, []TokenCount{{1, 0}, {}, {}, {1, 0}})
+		wantCounts(t, ts, m, all, []TokenCount{{1, 0}, {1, 0}, {}, {}, {1, 0}})
+		// forgotten with other buckets than it was learned with (a
+		// tokenizer changed): no count goes below zero
+		learn("a", TokenNone, []uint32{1, 5}, TokenHam)
+		wantTotals(t, ts, m, 0, 0)
+		wantCounts(t, ts, m, []uint32{1, 2, 5, 4000000000}, []TokenCount{{}, {1, 0}, {}, {1, 0}})
+		learn("c", TokenSpam, []uint32{2, 6}, TokenNone)
+		learn("c", TokenHam, []uint32{6, 7}, TokenSpam) // moved with a bucket it did not have
+		wantCounts(t, ts, m, []uint32{2, 6, 7}, []TokenCount{{1, 1}, {1, 0}, {1, 0}})
 		wantTotals(t, ts, "other", 0, 0)
 		wantCounts(t, ts, "other", []uint32{1}, []TokenCount{{}})
 		if _, err := ts.TokenLearn(bg, "bad:name", "x", TokenHam, nil, t0); err == nil {
@@ -105,7 +111,7 @@ func TestTokenLearnConcurrent(t *testing.T) {
 					}
 				}
 				for i := range msgs / 2 {
-					if _, err := ts.TokenLearn(bg, "conc", fmt.Sprint("msg", i), TokenNone, nil, t0); err != nil {
+					if _, err := ts.TokenLearn(bg, "conc", fmt.Sprint("msg", i), TokenNone, []uint32{7, uint32(i)}, t0); err != nil {
 						t.Error(err)
 						return
 					}
@@ -155,7 +161,7 @@ func TestTokenModelReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.TokenLearn(bg, "m", "msg1", TokenNone, nil, t0); err != nil {
+	if _, err := s.TokenLearn(bg, "m", "msg1", TokenNone, []uint32{1, 101}, t0); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
