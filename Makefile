@@ -37,8 +37,13 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
+# unit: the race-enabled tests; bin/unit.json keeps every event, and the
+# terminal gets each package's result, the output of every failed test and
+# the tests that took 20 s or more (internal/testreport).
 unit:
-	SLUICE_REQUIRE_DEPS=1 $(GO) test -race -count=1 $(PKGS)
+	@mkdir -p bin
+	@$(GO) build -o bin/testreport ./internal/testreport
+	SLUICE_REQUIRE_DEPS=1 $(GO) test -race -count=1 -json $(PKGS) | tee bin/unit.json | bin/testreport
 
 fixtures: build
 	$(SLUICE) check rules.d

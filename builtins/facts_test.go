@@ -53,6 +53,25 @@ func TestRegistryCoreFacts(t *testing.T) {
 	}
 }
 
+// sluice facts shows the record facts with their type and every field of
+// their records, each with a type and a meaning.
+func TestDocRecords(t *testing.T) {
+	doc := NewRegistry().Doc()
+	for _, want := range []string{"\nattachments        []attachment data ", "\nparts              []part       data ",
+		"\nattachment   .declared_size int      ", "\npart         .depth         int      "} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("Doc misses %q", want)
+		}
+	}
+	for _, typ := range []Type{AttachmentList, PartList} {
+		for _, f := range typ.Fields() {
+			if f.Name == "" || f.Doc == "" {
+				t.Errorf("%s field %+v lacks an expr name or a doc", typ, f)
+			}
+		}
+	}
+}
+
 func TestTypeConvert(t *testing.T) {
 	tests := []struct {
 		typ  Type

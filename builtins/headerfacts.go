@@ -19,7 +19,7 @@ type ListValues interface {
 // and forgotten with the message.
 type headerState struct {
 	receiptDone bool
-	receipt     time.Time // zero when no Received field gives a time
+	receipt     time.Time // Input.ReceivedAt, else ReceiptTime
 
 	lowered     string // subject and text, lower case, for phrases
 	loweredDone bool
@@ -38,14 +38,13 @@ func headerFacts() []Fact {
 				_, ok := headerDate(m.Header().Get("Date"))
 				return !ok, nil
 			}},
-		{Name: "date_skew_hours", Type: Float, Phase: Data, Doc: "hours from the receipt time (the newest Received field's time) to the Date field: positive when Date is in the future; 0 when either is missing or invalid",
+		{Name: "date_skew_hours", Type: Float, Phase: Data, Doc: "hours from the receipt time to the Date field, positive when Date is in the future, 0 when Date is missing or invalid; the receipt time is the relay's clock when DATA ended, and in scan, explain and test a fixture's received_at, else the newest Received field's time, else now",
 			Compute: func(m *Message) (any, error) {
 				d, ok := headerDate(m.Header().Get("Date"))
-				r := m.receiptTime()
-				if !ok || r.IsZero() {
+				if !ok {
 					return 0.0, nil
 				}
-				return d.Sub(r).Hours(), nil
+				return d.Sub(m.receiptTime()).Hours(), nil
 			}},
 		{Name: "message_id_missing", Type: Bool, Phase: Data, Doc: "the message has no Message-ID field",
 			Compute: func(m *Message) (any, error) { return !m.Header().Has("Message-ID"), nil }},
@@ -97,20 +96,32 @@ func headerFuncs() []Func {
 	}
 }
 
-// receiptTime is when the message reached the nearest server that recorded
-// it: the time of the newest (first) Received field, zero when none parses.
-// The relay's own receipt is not in Input; scan and fixtures have only this.
+// receiptTime is the time the Date facts measure against: the input's
+// ReceivedAt, else ReceiptTime of the header at the current time.
 func (m *Message) receiptTime() time.Time {
 	if !m.hs.receiptDone {
 		m.hs.receiptDone = true
-		for _, v := range m.Header().Values("Received") {
-			if t, ok := receivedTime(v); ok {
-				m.hs.receipt = t
-				break
-			}
+		m.hs.receipt = m.in.ReceivedAt
+		if m.hs.receipt.IsZero() {
+			m.hs.receipt = ReceiptTime(m.Header(), time.Now())
 		}
 	}
 	return m.hs.receipt
+}
+
+// ReceiptTime is when a message whose header is h was received, for the
+// facts about its Date when the caller did not see it arrive (SPEC 7): the
+// time of its newest Received field, the topmost one that carries a valid
+// date (RFC 5321 4.4: each hop prepends its own), else now.
+func ReceiptTime(h *Header, now time.Time) time.Time {
+	if h != nil {
+		for _, v := range h.Values("Received") {
+			if t, ok := receivedTime(v); ok {
+				return t
+			}
+		}
+	}
+	return now
 }
 
 func (m *Message) phraseCount(name string) int {

@@ -196,6 +196,24 @@ func registered(host string) string {
 	return host
 }
 
+// unregistrable reports a link host (as linkHosts gives it) that is a name
+// no one can register: one label, a public suffix itself, or under a
+// top-level domain the public suffix list does not know. An IP address is
+// not a name, so not counted here.
+func unregistrable(host string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return false
+	}
+	if _, err := publicsuffix.EffectiveTLDPlusOne(host); err != nil {
+		return true // one label, or the suffix itself
+	}
+	// For a top-level domain it does not list, the list's default rule
+	// ("*") makes the last label the suffix, and says it is not ICANN's;
+	// the suffixes it lists privately (blogspot.com) have two labels or more.
+	suffix, icann := publicsuffix.PublicSuffix(host)
+	return !icann && !strings.Contains(suffix, ".")
+}
+
 // visibleHost finds the first thing in an anchor's visible text that names
 // a host: a URL, or a word that is a domain under a real public suffix
 // ("paypal.com", not "file.txt"). "" if the text names none.

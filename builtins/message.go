@@ -51,6 +51,13 @@ type Input struct {
 	Rcpts         []string
 	Raw           []byte // the message as received, nil before DATA
 
+	// ReceivedAt is when the message was received, which the facts about
+	// its Date measure against: the relay sets its own clock when DATA
+	// ends. Zero is SPEC 7's rule for scan, explain and test: the time of
+	// the newest Received field that carries one, else the time the fact
+	// is computed (ReceiptTime).
+	ReceivedAt time.Time
+
 	// Parsed, when set, is Raw already parsed (by a caller that parsed it
 	// anyway); the facts use it instead of parsing again.
 	Parsed *Parsed

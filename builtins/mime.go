@@ -463,8 +463,11 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 		mt = "text/plain" // RFC 2045 5.2
 	}
 	decoded := converted && params["charset"] != ""
-	if disp, _, _ := e.Header.ContentDisposition(); disp == "attachment" && !strings.HasPrefix(mt, "message/") && !strings.HasPrefix(mt, "multipart/") {
-		w.attachment(e, mt, params)
+	pi := readPartInfo(e, params)
+	part := len(w.st.Parts)
+	w.st.Parts = append(w.st.Parts, Part{Type: mt, Name: pi.name, Disposition: pi.disp, Charset: strings.ToLower(params["charset"]), Depth: depth})
+	if pi.disp == "attachment" && !strings.HasPrefix(mt, "message/") && !strings.HasPrefix(mt, "multipart/") {
+		w.st.Parts[part].Size = w.attachment(e, mt, pi)
 		return mt
 	}
 	switch {
@@ -474,9 +477,17 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 			return mt
 		}
 		w.multipart(e, mt, depth)
+		n := 0
+		for _, p := range w.st.Parts[part+1:] {
+			if p.Depth == depth+1 {
+				n += p.Size
+			}
+		}
+		w.st.Parts[part].Size = n
 	case mt == "message/rfc822" || mt == "message/global":
 		// Decoding never makes a body bigger, so this is bounded by the raw message.
 		inner, _ := w.read(e.Body, math.MaxInt32, mt, nil)
+		w.st.Parts[part].Size = len(inner)
 		if len(inner) == 0 {
 			return mt
 		}
@@ -491,12 +502,17 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 			budget = 4 * w.lim.MaxText // markup is bigger than its text
 		}
 		if budget <= 0 {
+			n, _ := io.Copy(io.Discard, e.Body)
+			w.st.Parts[part].Size = int(n)
 			w.cutText()
 			return mt
 		}
 		data, cut := w.read(e.Body, budget, mt, w.scratch[:0])
 		w.scratch = data[:0]
+		w.st.Parts[part].Size = len(data)
 		if cut {
+			rest, _ := io.Copy(io.Discard, e.Body) // read also holds the byte past the budget
+			w.st.Parts[part].Size += 1 + int(rest)
 			if mt == "text/plain" {
 				w.cutText()
 			} else {
@@ -521,7 +537,7 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 		}
 		w.addText(s)
 	default:
-		w.attachment(e, mt, params)
+		w.st.Parts[part].Size = w.attachment(e, mt, pi)
 	}
 	return mt
 }

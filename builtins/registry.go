@@ -53,6 +53,11 @@ const (
 	Float
 	String
 	StringList
+	// AttachmentList and PartList are lists of records (Attachment, Part)
+	// that rules filter with expr's predicates, reading fields by their
+	// expr names: any(attachments, .size > 5e6).
+	AttachmentList
+	PartList
 )
 
 func (t Type) String() string {
@@ -67,6 +72,10 @@ func (t Type) String() string {
 		return "string"
 	case StringList:
 		return "[]string"
+	case AttachmentList:
+		return "[]attachment"
+	case PartList:
+		return "[]part"
 	}
 	return fmt.Sprintf("type(%d)", t)
 }
@@ -82,18 +91,113 @@ func (t Type) GoType() reflect.Type {
 		return reflect.TypeFor[float64]()
 	case String:
 		return reflect.TypeFor[string]()
+	case AttachmentList:
+		return reflect.TypeFor[[]Attachment]()
+	case PartList:
+		return reflect.TypeFor[[]Part]()
 	default:
 		return reflect.TypeFor[[]string]()
 	}
 }
 
 // Types lists every fact type.
-var Types = []Type{Bool, Int, Float, String, StringList}
+var Types = []Type{Bool, Int, Float, String, StringList, AttachmentList, PartList}
+
+// Field is one field of a record type, as rules name it.
+type Field struct {
+	Name string // the expr name: .size
+	Type Type   // Bool, Int, Float or String
+	Doc  string
+}
+
+// Record is the name of the records a list type holds ("attachment"), ""
+// for a type that is not a list of records.
+func (t Type) Record() string {
+	if t == AttachmentList || t == PartList {
+		return strings.TrimPrefix(t.String(), "[]")
+	}
+	return ""
+}
+
+// Fields lists the fields of the records of t, nil for a type that is not
+// a list of records.
+func (t Type) Fields() []Field {
+	if t.Record() == "" {
+		return nil
+	}
+	st := t.GoType().Elem()
+	out := make([]Field, 0, st.NumField())
+	for i := range st.NumField() {
+		sf := st.Field(i)
+		f := Field{Name: sf.Tag.Get("expr"), Doc: sf.Tag.Get("doc")}
+		switch sf.Type.Kind() {
+		case reflect.Bool:
+			f.Type = Bool
+		case reflect.Int:
+			f.Type = Int
+		case reflect.Float64:
+			f.Type = Float
+		default:
+			f.Type = String
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// convertRecords reads a list of records given from outside (a fixture's
+// YAML: a list of maps keyed by field name) into a []Attachment or []Part;
+// fields not given are zero.
+func (t Type) convertRecords(v any) (any, error) {
+	out := reflect.MakeSlice(t.GoType(), 0, 0)
+	if v == nil {
+		return out.Interface(), nil
+	}
+	if reflect.TypeOf(v) == t.GoType() {
+		return v, nil
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("want a list of %s records ({%s: ...}), got %v (%T)", t.Record(), t.Fields()[0].Name, v, v)
+	}
+	fields := t.Fields()
+	for i, e := range l {
+		rec, ok := e.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("element %d: want a %s record ({%s: ...}), got %v (%T)", i+1, t.Record(), fields[0].Name, e, e)
+		}
+		r := reflect.New(t.GoType().Elem()).Elem()
+		keys := make([]string, 0, len(rec))
+		for k := range rec {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			j := slices.IndexFunc(fields, func(f Field) bool { return f.Name == k })
+			if j < 0 {
+				names := make([]string, len(fields))
+				for n, f := range fields {
+					names[n] = f.Name
+				}
+				return nil, fmt.Errorf("element %d: a %s has no field %q (it has %s)", i+1, t.Record(), k, strings.Join(names, ", "))
+			}
+			fv, err := fields[j].Type.Convert(rec[k])
+			if err != nil {
+				return nil, fmt.Errorf("element %d: %s: %v", i+1, k, err)
+			}
+			r.Field(j).Set(reflect.ValueOf(fv))
+		}
+		out = reflect.Append(out, r)
+	}
+	return out.Interface(), nil
+}
 
 // Convert turns a value given from outside (a fixture's YAML, a JSON context)
 // into the Go type the fact holds, or says why it cannot.
 func (t Type) Convert(v any) (any, error) {
 	switch t {
+	case AttachmentList, PartList:
+		return t.convertRecords(v)
 	case Bool:
 		if b, ok := v.(bool); ok {
 			return b, nil
@@ -302,9 +406,21 @@ func (r *Registry) Funcs() []*Func {
 // Doc renders the registry as a reference table for operators.
 func (r *Registry) Doc() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-18s %-9s %-8s %s\n", "FACT", "TYPE", "PHASE", "MEANING")
+	fmt.Fprintf(&b, "%-18s %-12s %-8s %s\n", "FACT", "TYPE", "PHASE", "MEANING")
+	var records []Type
 	for _, f := range r.facts {
-		fmt.Fprintf(&b, "%-18s %-9s %-8s %s\n", f.Name, f.Type, f.Phase, f.Doc)
+		fmt.Fprintf(&b, "%-18s %-12s %-8s %s\n", f.Name, f.Type, f.Phase, f.Doc)
+		if f.Type.Record() != "" && !slices.Contains(records, f.Type) {
+			records = append(records, f.Type)
+		}
+	}
+	if len(records) > 0 {
+		b.WriteString("\nRECORD       FIELD          TYPE     MEANING\n")
+		for _, t := range records {
+			for _, f := range t.Fields() {
+				fmt.Fprintf(&b, "%-12s .%-13s %-8s %s\n", t.Record(), f.Name, f.Type, f.Doc)
+			}
+		}
 	}
 	b.WriteString("\nFUNCTION                      PHASE    MEANING\n")
 	for _, f := range r.Funcs() {

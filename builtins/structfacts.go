@@ -1,6 +1,7 @@
 package builtins
 
 import (
+	"fmt"
 	"io"
 	"net/netip"
 	"path"
@@ -15,27 +16,86 @@ import (
 )
 
 // Attachment is one leaf part that is not read as body text: a part with
-// Content-Disposition: attachment, or of a type that is not text.
+// Content-Disposition: attachment, or of a type that is not text. Rules
+// read a list of them, the attachments fact, by the expr names of the
+// fields: any(attachments, .size > 5e6 and .type == "application/zip").
 type Attachment struct {
-	Type       string // media type, lower case
-	Name       string // file name (Content-Disposition filename, else Content-Type name), "" if none
-	Size       int    // decoded size in bytes
-	Executable bool   // the name or type is of a program Windows runs on a click
-	Archive    bool   // the name or type is of an archive
-	Mismatch   bool   // the name's extension is known and disagrees with a specific type
+	Type string `expr:"type" json:"type" doc:"media type, lower case"`
+	Name string `expr:"name" json:"name" doc:"file name (Content-Disposition filename, else Content-Type name), decoded; \"\" if none"`
+	Size int    `expr:"size" json:"size" doc:"decoded size in bytes"`
+	// DeclaredSize is the size the sender claims; with no claim it is
+	// Size, so that the two differ only when a claim is false.
+	DeclaredSize int    `expr:"declared_size" json:"declared_size" doc:"the Content-Disposition size= parameter (RFC 2183) when given as a number, else size: the two differ only when the sender's claim is false"`
+	Disposition  string `expr:"disposition" json:"disposition" doc:"Content-Disposition type, lower case (attachment, inline), \"\" if none"`
+	ExtMismatch  bool   `expr:"ext_mismatch" json:"ext_mismatch" doc:"the name's extension is one whose types are known and type (other than application/octet-stream) is not one of them"`
+	Executable   bool   `expr:"executable" json:"executable" doc:"the name or type is of a program Windows runs on a click (.exe, .scr, .pif, .vbs, .js...)"`
+	Archive      bool   `expr:"archive" json:"archive" doc:"the name or type is of an archive (.zip, .rar, .7z...)"`
+}
+
+// Part is one MIME entity of the message, containers included, in the
+// order the walk meets them: the parts fact.
+type Part struct {
+	Type        string `expr:"type" json:"type" doc:"media type, lower case (text/plain when none is declared, RFC 2045 5.2)"`
+	Name        string `expr:"name" json:"name" doc:"file name (Content-Disposition filename, else Content-Type name), decoded; \"\" if none"`
+	Size        int    `expr:"size" json:"size" doc:"decoded size in bytes of a leaf (after the transfer encoding and, for text, the charset); of a multipart, the sum of its parts; of an attached message, its bytes"`
+	Disposition string `expr:"disposition" json:"disposition" doc:"Content-Disposition type, lower case, \"\" if none"`
+	Charset     string `expr:"charset" json:"charset" doc:"the charset parameter, lower case, \"\" if none"`
+	Depth       int    `expr:"depth" json:"depth" doc:"nesting: 0 for the message itself, 1 for its parts, and so on"`
+}
+
+// String shows the record as evidence: its fields in the terms rules use,
+// the false ones and a declared size equal to size left out.
+func (a Attachment) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{type: %s, name: %q, size: %d", a.Type, a.Name, a.Size)
+	if a.DeclaredSize != a.Size {
+		fmt.Fprintf(&b, ", declared_size: %d", a.DeclaredSize)
+	}
+	if a.Disposition != "" {
+		fmt.Fprintf(&b, ", disposition: %s", a.Disposition)
+	}
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{a.ExtMismatch, "ext_mismatch"}, {a.Executable, "executable"}, {a.Archive, "archive"}} {
+		if f.on {
+			b.WriteString(", " + f.name)
+		}
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// String shows the record as evidence, empty fields left out.
+func (p Part) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{type: %s", p.Type)
+	if p.Name != "" {
+		fmt.Fprintf(&b, ", name: %q", p.Name)
+	}
+	fmt.Fprintf(&b, ", size: %d", p.Size)
+	if p.Disposition != "" {
+		fmt.Fprintf(&b, ", disposition: %s", p.Disposition)
+	}
+	if p.Charset != "" {
+		fmt.Fprintf(&b, ", charset: %s", p.Charset)
+	}
+	fmt.Fprintf(&b, ", depth: %d}", p.Depth)
+	return b.String()
 }
 
 // Structure is how the body is built, recorded by the same MIME walk that
 // renders its text, so that structure facts cost no second pass.
 type Structure struct {
 	Attachments []Attachment
-	PlainChars  int // visible characters of the text/plain parts read as text
-	HTMLParts   int // text/html parts read as text
-	HTMLBytes   int // their size as written
-	HTMLChars   int // their visible characters (not white space, not hidden)
-	Images      int // <img> tags
-	Forms       int // <form> tags
-	Scripts     int // <script> tags and on* event handler attributes
+	Parts       []Part // every entity the walk read, at most Limits.MaxParts
+	PlainChars  int    // visible characters of the text/plain parts read as text
+	HTMLParts   int    // text/html parts read as text
+	HTMLBytes   int    // their size as written
+	HTMLChars   int    // their visible characters (not white space, not hidden)
+	Images      int    // <img> tags
+	Forms       int    // <form> tags
+	Scripts     int    // <script> tags and on* event handler attributes
 	// InvisibleChars are characters a reader cannot see: in an element
 	// styled display:none, visibility:hidden or a font under 3px, or
 	// coloured as the background it sits on.
@@ -248,25 +308,51 @@ func normColor(c string) string {
 }
 
 // attachment records leaf part e of media type mt, reading it to its end
-// for its decoded size.
-func (w *walker) attachment(e *message.Entity, mt string, params map[string]string) {
-	name := params["name"]
-	if _, dp, err := e.Header.ContentDisposition(); err == nil && dp["filename"] != "" {
-		name = dp["filename"]
-	}
-	name = strings.TrimSpace(decodeWords(name))
+// for its decoded size, which it returns.
+func (w *walker) attachment(e *message.Entity, mt string, pi partInfo) int {
 	n, _ := io.Copy(io.Discard, e.Body)
 	if len(w.st.Attachments) >= 100 {
-		return
+		return int(n)
 	}
-	ext := strings.ToLower(strings.TrimPrefix(path.Ext(name), "."))
-	a := Attachment{Type: mt, Name: name, Size: int(n)}
+	ext := strings.ToLower(strings.TrimPrefix(path.Ext(pi.name), "."))
+	a := Attachment{Type: mt, Name: pi.name, Size: int(n), DeclaredSize: int(n), Disposition: pi.disp}
+	if d, err := strconv.Atoi(pi.size); err == nil && d >= 0 {
+		a.DeclaredSize = d
+	}
 	a.Executable = executableExt[ext] || executableType[mt]
 	a.Archive = archiveExt[ext] || archiveType[mt]
 	if want, ok := extTypes[ext]; ok && mt != "application/octet-stream" && !strings.Contains(want, " "+mt+" ") {
-		a.Mismatch = true
+		a.ExtMismatch = true
 	}
 	w.st.Attachments = append(w.st.Attachments, a)
+	return int(n)
+}
+
+// partInfo is what the walk reads of a part's header for its records.
+type partInfo struct {
+	disp string // Content-Disposition type, lower case
+	name string // file name, decoded
+	size string // Content-Disposition size=, as written
+}
+
+// readPartInfo reads the disposition and file name of e, whose Content-Type
+// parameters are params.
+func readPartInfo(e *message.Entity, params map[string]string) partInfo {
+	var pi partInfo
+	name := params["name"]
+	if disp, dp, err := e.Header.ContentDisposition(); disp != "" {
+		pi.disp = disp
+		if err == nil {
+			if dp["filename"] != "" {
+				name = dp["filename"]
+			}
+			pi.size = dp["size"]
+		}
+	}
+	if name != "" {
+		pi.name = strings.TrimSpace(decodeWords(name))
+	}
+	return pi
 }
 
 func set(words string) map[string]bool {
@@ -308,10 +394,19 @@ func structFacts() []Fact {
 	st := func(get func(s *Structure) any) func(*Message) (any, error) {
 		return func(m *Message) (any, error) { return get(m.structure()), nil }
 	}
+	// The flat attachment facts are read off the attachments fact, so
+	// that a fixture that gives the records gives them too.
+	atts := func(get func(l []Attachment) any) func(*Message) (any, error) {
+		return func(m *Message) (any, error) {
+			v, err := m.ValueOf("attachments")
+			l, _ := v.([]Attachment)
+			return get(l), err
+		}
+	}
 	anyAtt := func(pred func(a *Attachment) bool) func(*Message) (any, error) {
-		return st(func(s *Structure) any {
-			for i := range s.Attachments {
-				if pred(&s.Attachments[i]) {
+		return atts(func(l []Attachment) any {
+			for i := range l {
+				if pred(&l[i]) {
 					return true
 				}
 			}
@@ -319,35 +414,39 @@ func structFacts() []Fact {
 		})
 	}
 	attList := func(get func(a *Attachment) string) func(*Message) (any, error) {
-		return st(func(s *Structure) any {
-			out := make([]string, len(s.Attachments))
-			for i := range s.Attachments {
-				out[i] = get(&s.Attachments[i])
+		return atts(func(l []Attachment) any {
+			out := make([]string, len(l))
+			for i := range l {
+				out[i] = get(&l[i])
 			}
 			return out
 		})
 	}
 	return []Fact{
-		{Name: "attachment_count", Type: Int, Phase: Data, Doc: "attachments: leaf parts with Content-Disposition attachment or of a type that is not text (at most 100 are recorded)",
-			Compute: st(func(s *Structure) any { return len(s.Attachments) })},
+		{Name: "attachments", Type: AttachmentList, Phase: Data, Doc: "the attachments as records (leaf parts with Content-Disposition attachment or of a type that is not text, at most 100), in order; filter them as in any(attachments, .size > 5e6 and .type == \"application/zip\"): fields in the RECORD table below",
+			Compute: st(func(s *Structure) any { return s.Attachments })},
+		{Name: "parts", Type: PartList, Phase: Data, Doc: "every MIME entity read, the message itself first (depth 0), multiparts and attached messages included, in order: fields in the RECORD table below",
+			Compute: st(func(s *Structure) any { return s.Parts })},
+		{Name: "attachment_count", Type: Int, Phase: Data, Doc: "len(attachments)",
+			Compute: atts(func(l []Attachment) any { return len(l) })},
 		{Name: "attachment_types", Type: StringList, Phase: Data, Doc: "media type of each attachment, lower case, in order",
 			Compute: attList(func(a *Attachment) string { return a.Type })},
 		{Name: "attachment_names", Type: StringList, Phase: Data, Doc: "file name of each attachment (\"\" if none), in order",
 			Compute: attList(func(a *Attachment) string { return a.Name })},
 		{Name: "attachment_max_size", Type: Int, Phase: Data, Doc: "decoded size in bytes of the largest attachment, 0 if none",
-			Compute: st(func(s *Structure) any {
+			Compute: atts(func(l []Attachment) any {
 				n := 0
-				for _, a := range s.Attachments {
+				for _, a := range l {
 					n = max(n, a.Size)
 				}
 				return n
 			})},
-		{Name: "executable_attachment", Type: Bool, Phase: Data, Doc: "an attachment is a Windows program or script by name (.exe, .scr, .pif, .vbs, .js...) or type",
+		{Name: "executable_attachment", Type: Bool, Phase: Data, Doc: "an attachment is a Windows program or script by name (.exe, .scr, .pif, .vbs, .js...) or type: any(attachments, .executable)",
 			Compute: anyAtt(func(a *Attachment) bool { return a.Executable })},
-		{Name: "archive_attachment", Type: Bool, Phase: Data, Doc: "an attachment is an archive by name (.zip, .rar, .7z...) or type",
+		{Name: "archive_attachment", Type: Bool, Phase: Data, Doc: "an attachment is an archive by name (.zip, .rar, .7z...) or type: any(attachments, .archive)",
 			Compute: anyAtt(func(a *Attachment) bool { return a.Archive })},
-		{Name: "attachment_type_mismatch", Type: Bool, Phase: Data, Doc: "an attachment's extension is one whose types are known and its declared type (other than application/octet-stream) is not one of them",
-			Compute: anyAtt(func(a *Attachment) bool { return a.Mismatch })},
+		{Name: "attachment_type_mismatch", Type: Bool, Phase: Data, Doc: "an attachment's extension is one whose types are known and its declared type (other than application/octet-stream) is not one of them: any(attachments, .ext_mismatch)",
+			Compute: anyAtt(func(a *Attachment) bool { return a.ExtMismatch })},
 		{Name: "html_only", Type: Bool, Phase: Data, Doc: "the body has HTML and no text/plain part with any visible text",
 			Compute: st(func(s *Structure) any { return s.HTMLParts > 0 && s.PlainChars == 0 })},
 		{Name: "text_html_ratio", Type: Float, Phase: Data, Doc: "visible text characters of the HTML parts per byte of their markup, 0 to 1; 1 with no HTML",
@@ -388,6 +487,18 @@ func structFacts() []Fact {
 				n := 0
 				for _, x := range l {
 					if _, perr := netip.ParseAddr(strings.Trim(x, "[]")); perr == nil {
+						n++
+					}
+				}
+				return n, err
+			}},
+		{Name: "link_unregistrable_hosts", Type: Int, Phase: Data, Doc: "distinct link hosts that are names but not registrable domains: one label (http://login/), a public suffix itself (http://co.uk/), or under a top-level domain no registry runs (.local, .corp, .lan); IP hosts are link_ip_hosts",
+			Compute: func(m *Message) (any, error) {
+				h, err := m.ValueOf("link_hosts")
+				l, _ := h.([]string)
+				n := 0
+				for _, x := range l {
+					if unregistrable(x) {
 						n++
 					}
 				}

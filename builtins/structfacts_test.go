@@ -2,6 +2,7 @@ package builtins
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -88,6 +89,107 @@ iVBORw0KGgo=
 	}
 }
 
+func TestAttachmentAndPartRecords(t *testing.T) {
+	raw := `From: a@example.com
+Subject: records
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="b"
+
+--b
+Content-Type: multipart/alternative; boundary="c"
+
+--c
+Content-Type: text/plain; charset=ISO-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+caf=E9
+--c
+Content-Type: text/html; charset=utf-8
+
+<p>caf&eacute;</p>
+--c--
+--b
+Content-Type: application/zip; name="old.zip"
+Content-Disposition: attachment; filename*=utf-8''%C3%A9t%C3%A9.zip; size=9000000
+Content-Transfer-Encoding: base64
+
+UEsDBAoAAAAAAA==
+--b
+Content-Type: application/pdf
+Content-Disposition: inline; filename="scan.exe"
+
+%PDF-1.4
+--b
+Content-Type: message/rfc822
+
+Subject: inner
+Content-Type: text/plain; charset=koi8-r
+
+hi
+--b--
+`
+	got := structValues(t, raw, "attachments", "parts", "attachment_count", "attachment_max_size", "attachment_type_mismatch")
+	wantAtt := []Attachment{
+		{Type: "application/zip", Name: "été.zip", Size: 10, DeclaredSize: 9000000, Disposition: "attachment", Archive: true},
+		{Type: "application/pdf", Name: "scan.exe", Size: 8, DeclaredSize: 8, Disposition: "inline", ExtMismatch: true, Executable: true},
+	}
+	if !reflect.DeepEqual(got["attachments"], wantAtt) {
+		t.Errorf("attachments:\n got  %+v\n want %+v", got["attachments"], wantAtt)
+	}
+	// Decoded sizes: "café" is 5 bytes in UTF-8, the line end before a
+	// boundary is the boundary's; the multiparts sum their parts, an
+	// attached message is its bytes (header and body).
+	wantParts := []Part{
+		{Type: "multipart/mixed", Size: 23 + 10 + 8 + 62, Depth: 0},
+		{Type: "multipart/alternative", Size: 5 + 18, Depth: 1},
+		{Type: "text/plain", Size: 5, Charset: "iso-8859-1", Depth: 2},
+		{Type: "text/html", Size: 18, Charset: "utf-8", Depth: 2},
+		{Type: "application/zip", Name: "été.zip", Size: 10, Disposition: "attachment", Depth: 1},
+		{Type: "application/pdf", Name: "scan.exe", Size: 8, Disposition: "inline", Depth: 1},
+		{Type: "message/rfc822", Size: 62, Depth: 1},
+		{Type: "text/plain", Size: 2, Charset: "koi8-r", Depth: 2},
+	}
+	if !reflect.DeepEqual(got["parts"], wantParts) {
+		t.Errorf("parts:\n got  %+v\n want %+v", got["parts"], wantParts)
+	}
+	if got, want := fmt.Sprint(wantAtt), `[{type: application/zip, name: "été.zip", size: 10, declared_size: 9000000, disposition: attachment, archive} {type: application/pdf, name: "scan.exe", size: 8, disposition: inline, ext_mismatch, executable}]`; got != want {
+		t.Errorf("attachments as evidence:\n got  %s\n want %s", got, want)
+	}
+	if got, want := fmt.Sprint(wantParts[6:]), `[{type: message/rfc822, size: 62, depth: 1} {type: text/plain, size: 2, charset: koi8-r, depth: 2}]`; got != want {
+		t.Errorf("parts as evidence:\n got  %s\n want %s", got, want)
+	}
+	if got["attachment_count"] != 2 || got["attachment_max_size"] != 10 || got["attachment_type_mismatch"] != true {
+		t.Errorf("flat facts disagree with the records: %v", got)
+	}
+}
+
+// The flat attachment facts follow the records, also when a fixture gives
+// the records.
+func TestFlatAttachmentFactsFollowOverride(t *testing.T) {
+	reg := NewRegistry()
+	f, _ := reg.Fact("attachments")
+	v, err := f.Type.Convert([]any{
+		map[string]any{"type": "application/zip", "name": "a.zip", "size": 6000000, "archive": true},
+		map[string]any{"type": "image/png", "size": uint64(10)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := reg.NewMessage()
+	m.Reset(context.Background(), &Input{Raw: []byte("Subject: x\r\n\r\nno attachment\r\n"), Overrides: map[string]any{"attachments": v}}, nil)
+	for name, want := range map[string]any{"attachment_count": 2, "attachment_max_size": 6000000, "archive_attachment": true,
+		"attachment_types": []string{"application/zip", "image/png"}, "executable_attachment": false} {
+		if got, _ := m.ValueOf(name); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	for _, bad := range []any{"a.zip", []any{"a.zip"}, []any{map[string]any{"sise": 1}}, []any{map[string]any{"size": "big"}}} {
+		if _, err := f.Type.Convert(bad); err == nil {
+			t.Errorf("Convert(%v): no error", bad)
+		}
+	}
+}
+
 func TestHTMLStructureFacts(t *testing.T) {
 	html := func(body string) string {
 		return "From: a@example.com\nSubject: x\nMIME-Version: 1.0\nContent-Type: text/html\n\n" + body + "\n"
@@ -170,6 +272,29 @@ and http://www.example.com/b and http://track.example.net/r?url=http%3A%2F%2Fsho
 	want := map[string]any{"link_count": 5, "link_hosts_count": 4, "link_ip_hosts": 2, "link_redirects": 1}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+func TestLinkUnregistrableHosts(t *testing.T) {
+	raw := `From: a@example.com
+Subject: x
+
+Sign in at http://login/ or http://intranet.local/sso or http://files.corp:8080/x,
+http://co.uk/, http://portal.invalidtld/ and, RFC 2606's, http://shop.example/ (six that
+no one can register);
+not http://www.example.com/, http://shop.example.co.uk/, http://me.blogspot.com/,
+http://192.0.2.7/, http://[2001:db8::1]/, http://bücher.example.com/ or http://Login/again.
+`
+	got := structValues(t, raw, "link_hosts_count", "link_unregistrable_hosts", "link_ip_hosts")
+	want := map[string]any{"link_hosts_count": 12, "link_unregistrable_hosts": 6, "link_ip_hosts": 2}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for host, want := range map[string]bool{"login": true, "intranet.local": true, "co.uk": true, "example.com": false,
+		"a.b.example.org": false, "me.github.io": false, "192.0.2.7": false, "[2001:db8::1]": false, "x.onion": false} {
+		if got := unregistrable(host); got != want {
+			t.Errorf("unregistrable(%q) = %v, want %v", host, got, want)
+		}
 	}
 }
 

@@ -50,7 +50,11 @@ var messageType = reflect.TypeFor[*builtins.Message]()
 // accessorName is the hidden function through which compiled expressions
 // read a fact of type t.
 func accessorName(t builtins.Type) string {
-	return "__fact_" + strings.TrimPrefix(t.String(), "[]") + map[bool]string{true: "_list"}[t == builtins.StringList]
+	name, list := strings.CutPrefix(t.String(), "[]")
+	if list {
+		name += "_list"
+	}
+	return "__fact_" + name
 }
 
 // exprConfig is the expr configuration rules compile against. The
@@ -259,7 +263,22 @@ func (c *exprCompiler) at(src string, n ast.Node, msg string) exprError {
 // cleanMsg rewrites expr's messages in the operator's terms: after fact names
 // become calls, a type error would otherwise speak of "func() string".
 func cleanMsg(m string) string {
-	r := strings.NewReplacer("float64", "float", "interface {}", "any")
+	for _, t := range builtins.Types {
+		if t.Record() == "" {
+			continue
+		}
+		// "type builtins.Attachment has no field sizee"
+		prefix := "type " + t.GoType().Elem().String() + " has no field "
+		if name, ok := strings.CutPrefix(m, prefix); ok {
+			var names []string
+			for _, f := range t.Fields() {
+				names = append(names, f.Name)
+			}
+			return fmt.Sprintf("%s records have no field %s%s; their fields: %s", t.Record(), name, didYouMean(name, names), strings.Join(names, ", "))
+		}
+	}
+	r := strings.NewReplacer("float64", "float", "interface {}", "any",
+		"builtins.Attachment", "attachment", "builtins.Part", "part")
 	return strings.TrimSpace(r.Replace(m))
 }
 

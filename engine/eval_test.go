@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -485,5 +486,36 @@ func TestIDs(t *testing.T) {
 	}
 	if a, b := NewIDSource().Next(base), NewIDSource().Next(base); a == b {
 		t.Error("two sources gave the same id")
+	}
+}
+
+// Rules filter the record facts with expr's predicates, reading the fields
+// by their expr names.
+func TestRecordFacts(t *testing.T) {
+	rs, err := Load([]File{{Name: "r.yaml", Src: []byte(`rules:
+  - big-zip: 'any(attachments, .size > 5 and .type == "application/zip") => +1'
+  - huge-zip: 'any(attachments, .size > 5e6 and .type == "application/zip") => +1'
+  - lying-size: 'any(attachments, .declared_size != .size) => +1'
+  - exe-name: 'any(attachments, .executable and .name endsWith ".scr") => +1'
+  - utf8-part: 'len(filter(parts, .charset == "utf-8" and .depth == 1)) == 1 => +1'
+  - shallow: 'all(parts, .depth < 2) => +1'
+`)}}, builtins.NewRegistry(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := "From: a@example.com\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n" +
+		"--b\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; filename=\"photo.scr\"; size=3\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBAoAAAAAAA==\r\n" +
+		"--b--\r\n"
+	v := replay(rs, nil, "a@example.com", []string{"b@example.org"}, raw)
+	if got := hitNames(v); got != "big-zip,lying-size,exe-name,utf8-part,shallow" {
+		t.Errorf("fired %s", got)
+	}
+	if len(v.RuleErrors) > 0 {
+		t.Errorf("rule errors: %v", v.RuleErrors)
+	}
+	b, err := json.Marshal(v.Hits[0].Evidence)
+	if err != nil || !strings.Contains(string(b), `"name":"attachments","value":[{"type":"application/zip","name":"photo.scr","size":10,"declared_size":3,`) {
+		t.Errorf("evidence as JSON: %s %v", b, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -64,6 +65,10 @@ type Context struct {
 	DNS map[string]DNSValues `yaml:"dns"`
 	// Outbound is the outbound fact; default: true when smtp_user is given.
 	Outbound *bool `yaml:"outbound"`
+	// ReceivedAt is when the message was received, for the facts about its
+	// Date, as RFC 3339 or an RFC 5322 date; default: the time of its
+	// newest Received field, else now (SPEC 7).
+	ReceivedAt string `yaml:"received_at"`
 	// Classifier gives spam_probability to scan and explain run with
 	// --config (SPEC 7); never read from a file, nil (0.5) in sluice test.
 	Classifier builtins.Classifier `yaml:"-"`
@@ -410,6 +415,13 @@ func (ctx *Context) Input(reg *builtins.Registry, raw []byte) (*builtins.Input, 
 	if ctx.RDNS != nil {
 		in.RDNS, in.RDNSKnown = *ctx.RDNS, true
 	}
+	if ctx.ReceivedAt != "" {
+		t, err := parseTime(ctx.ReceivedAt)
+		if err != nil {
+			return nil, engine.Envelope{}, fmt.Errorf("context.received_at: %v", err)
+		}
+		in.ReceivedAt = t
+	}
 	env := engine.Envelope{Helo: "localhost", Raw: raw}
 	if ctx.Helo != nil {
 		env.Helo = *ctx.Helo
@@ -455,6 +467,19 @@ func (ctx *Context) Input(reg *builtins.Registry, raw []byte) (*builtins.Input, 
 		in.Counters = mapCounts(ctx.Counts)
 	}
 	return in, env, nil
+}
+
+// parseTime reads a time as RFC 3339 (2002-09-05T10:00:00Z) or as a mail
+// Date (Thu, 5 Sep 2002 10:00:00 +0000).
+func parseTime(s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := mail.ParseDate(s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither RFC 3339 (2002-09-05T10:00:00Z) nor a mail date (Thu, 5 Sep 2002 10:00:00 +0000)", s)
 }
 
 // mapCounts answers count() for fixtures.

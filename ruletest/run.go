@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
 )
 
@@ -77,8 +80,41 @@ func checkFacts(ctx context.Context, rs *engine.RuleSet, c *Case, env engine.Env
 			continue
 		}
 		got := m.Value(f)
+		if f.Type.Record() != "" {
+			out = append(out, checkRecords(n, f.Type, c.Expect.Facts[n], got)...)
+			continue
+		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			out = append(out, fmt.Sprintf("fact %s: expected %v, got %v", n, want, got))
+		}
+	}
+	return out
+}
+
+// checkRecords compares a list of records with what a fixture expects of
+// it: as many records, and in each the fields the fixture gives (the others
+// may be anything), so a case states what it is about.
+func checkRecords(name string, t builtins.Type, want any, got any) []string {
+	wl, _ := want.([]any) // Convert accepted it: a list of maps
+	gv := reflect.ValueOf(got)
+	if gv.Len() != len(wl) {
+		return []string{fmt.Sprintf("fact %s: expected %d %s records, got %d: %+v", name, len(wl), t.Record(), gv.Len(), got)}
+	}
+	fields := t.Fields()
+	var out []string
+	for i, w := range wl {
+		rec, _ := w.(map[string]any)
+		keys := make([]string, 0, len(rec))
+		for k := range rec {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			j := slices.IndexFunc(fields, func(f builtins.Field) bool { return f.Name == k })
+			wv, _ := fields[j].Type.Convert(rec[k])
+			if g := gv.Index(i).Field(j).Interface(); fmt.Sprint(g) != fmt.Sprint(wv) {
+				out = append(out, fmt.Sprintf("fact %s: record %d: .%s expected %v, got %v", name, i+1, k, wv, g))
+			}
 		}
 	}
 	return out

@@ -419,3 +419,25 @@ func TestContextDNS(t *testing.T) {
 		t.Fatalf("%d passed, %d failed:\n%s", s.Passed(), s.Failed(), b.String())
 	}
 }
+
+// expect.facts on a list of records checks the count and the fields a case
+// gives, not the others.
+func TestCheckRecords(t *testing.T) {
+	got := []builtins.Attachment{{Type: "application/zip", Name: "a.zip", Size: 10, DeclaredSize: 10, Archive: true}}
+	want := func(recs ...map[string]any) any {
+		l := make([]any, len(recs))
+		for i, r := range recs {
+			l[i] = r
+		}
+		return l
+	}
+	if f := checkRecords("attachments", builtins.AttachmentList, want(map[string]any{"type": "application/zip", "archive": true}), got); len(f) != 0 {
+		t.Errorf("matching fields: %v", f)
+	}
+	if f := checkRecords("attachments", builtins.AttachmentList, want(map[string]any{"size": 11}), got); len(f) != 1 || !strings.Contains(f[0], "record 1: .size expected 11, got 10") {
+		t.Errorf("wrong size: %v", f)
+	}
+	if f := checkRecords("attachments", builtins.AttachmentList, want(), got); len(f) != 1 || !strings.Contains(f[0], "expected 0 attachment records, got 1") {
+		t.Errorf("wrong count: %v", f)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"net/mail"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,29 +228,21 @@ func (m *mboxReader) next() (msg []byte, more bool, err error) {
 
 // ReceiptTime is when a message was received, for facts about its Date
 // (SPEC 7): the time of its newest Received field, the topmost one that
-// carries a date (RFC 5321 4.4: each hop prepends its own), else now.
+// carries a valid date (RFC 5321 4.4: each hop prepends its own), else now.
+// It is what the facts use when the context gives no received_at.
 func ReceiptTime(raw []byte, now time.Time) time.Time {
 	h, _ := builtins.ParseHeader(raw)
-	for _, v := range h.Values("Received") {
-		i := strings.LastIndexByte(v, ';')
-		if i < 0 {
-			continue
-		}
-		if t, err := mail.ParseDate(strings.TrimSpace(v[i+1:])); err == nil {
-			return t
-		}
-	}
-	return now
+	return builtins.ReceiptTime(h, now)
 }
 
 // Judge evaluates one message as `sluice explain` does: the context with
-// its defaults, then the rules as the relay applies them.
+// its defaults, then the rules as the relay applies them. Its receipt time
+// is the context's received_at, else SPEC 7's (ReceiptTime), which the
+// facts work out from the header they parse anyway.
 func (c *Context) Judge(ctx context.Context, rs *engine.RuleSet, raw []byte) (*engine.Verdict, error) {
 	in, env, err := c.Input(rs.Registry(), raw)
 	if err != nil {
 		return nil, err
 	}
-	// TODO(issue 10): builtins.Input has no clock yet; when the Date facts
-	// arrive with one, set it here from ReceiptTime(raw, time.Now()).
 	return rs.Replay(ctx, in, env), nil
 }

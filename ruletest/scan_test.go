@@ -1,11 +1,15 @@
 package ruletest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/engine"
 )
 
 type got struct{ name, raw string }
@@ -127,5 +131,59 @@ func TestReceiptTime(t *testing.T) {
 	}
 	if got := ReceiptTime([]byte("Received: from a by b\nSubject: x\n\n"), now); !got.Equal(now) {
 		t.Errorf("no dated Received: got %v, want now", got)
+	}
+}
+
+// TestJudgeReceiptTime: scan, explain and test measure the Date against the
+// newest Received field, else now (SPEC 7), unless the context gives
+// received_at.
+func TestJudgeReceiptTime(t *testing.T) {
+	rs, err := engine.Load([]engine.File{{Name: "r.yaml", Src: []byte(`rules:
+  - stale: 'date_skew_hours < -48 => +1'
+  - future: 'date_skew_hours > 48 => +1'
+`)}}, builtins.NewRegistry(), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	msg := func(date time.Time, received ...time.Time) []byte {
+		var b strings.Builder
+		for _, r := range received {
+			b.WriteString("Received: from a.example by b.example; " + r.Format(time.RFC1123Z) + "\n")
+		}
+		b.WriteString("From: a@example.com\nDate: " + date.Format(time.RFC1123Z) + "\nSubject: x\n\nbody\n")
+		return []byte(b.String())
+	}
+	base := time.Date(2002, 9, 5, 10, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name  string
+		ctx   Context
+		raw   []byte
+		rules string
+	}{
+		{"three days before the newest Received", Context{}, msg(base, base.Add(72*time.Hour), base.Add(time.Hour)), "stale"},
+		{"an hour before the newest Received", Context{}, msg(base, base.Add(time.Hour), base.Add(-72*time.Hour)), ""},
+		{"three days after the newest Received", Context{}, msg(base.Add(72*time.Hour), base), "future"},
+		{"no Received: three days before now", Context{}, msg(now.Add(-72 * time.Hour)), "stale"},
+		{"no Received: an hour before now", Context{}, msg(now.Add(-time.Hour)), ""},
+		{"received_at wins over Received", Context{ReceivedAt: "2002-09-05T11:00:00Z"}, msg(base, base.Add(72*time.Hour)), ""},
+		{"received_at as a mail date", Context{ReceivedAt: "Sun, 8 Sep 2002 10:00:00 +0000"}, msg(base, base), "stale"},
+	}
+	for _, tc := range cases {
+		v, err := tc.ctx.Judge(context.Background(), rs, tc.raw)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var fired []string
+		for _, h := range v.Hits {
+			fired = append(fired, h.Rule)
+		}
+		if got := strings.Join(fired, ","); got != tc.rules {
+			t.Errorf("%s: fired %q, want %q", tc.name, got, tc.rules)
+		}
+	}
+	bad := Context{ReceivedAt: "yesterday"}
+	if _, err := bad.Judge(context.Background(), rs, msg(base)); err == nil || !strings.Contains(err.Error(), "received_at") {
+		t.Errorf("received_at: yesterday: got %v, want an error naming the key", err)
 	}
 }

@@ -336,6 +336,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.delivery.stop(ctx)
 	s.auto.shutdown()
 	s.store.Close()
+	if cerr := s.spool.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 

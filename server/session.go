@@ -456,6 +456,7 @@ func (ss *session) Data(r io.Reader) error {
 	if changes.Changed() {
 		ss.s.log.Info("message normalised", "id", id, "bare_cr", changes.BareCR, "bare_lf", changes.BareLF, "lines_split", changes.Split, "fields_removed", changes.Removed)
 	}
+	ss.ci.in.ReceivedAt = ss.s.opts.Now() // the Date facts measure against the relay's clock
 	v := ss.ci.txn.Data(raw)
 	ss.ci.flush()
 	ss.s.logDecision(ss.ci, v, ss.from, ss.rcpts, len(raw))

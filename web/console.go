@@ -83,6 +83,11 @@ type Relay interface {
 	SearchDecisions(ctx context.Context, q DecisionQuery, offset, limit int) (found []DecisionSummary, more bool, err error)
 	// Queue lists the messages waiting for delivery, oldest first.
 	Queue(ctx context.Context) ([]Queued, error)
+	// RetryQueued makes a queued message's next attempt now (one being
+	// delivered at that moment is being tried already); DeleteQueued
+	// removes it without a bounce, and fails for one being delivered.
+	RetryQueued(ctx context.Context, id string) error
+	DeleteQueued(ctx context.Context, id string) error
 	Reviews(ctx context.Context) ([]Review, error)
 	Review(ctx context.Context, id string) (*Review, error)
 	AnswerReview(ctx context.Context, id, text string) (*Review, error)
@@ -168,6 +173,7 @@ func NewConsole(opts ConsoleOptions) *Console {
 	mux.HandleFunc("GET /decision", c.auth(c.decisionPage))
 	mux.HandleFunc("GET /search", c.auth(c.searchPage))
 	mux.HandleFunc("GET /queue", c.auth(c.queuePage))
+	mux.HandleFunc("POST /queue", c.auth(c.queueAct))
 	mux.HandleFunc("GET /rules", c.auth(c.rulesPage))
 	c.mux = mux
 	return c

@@ -3,6 +3,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -32,6 +33,7 @@ type fakeRelay struct {
 	dec      map[string]*Decision
 	found    []DecisionSummary // newest first
 	queue    []Queued
+	retried  []string
 }
 
 func (f *fakeRelay) Held(context.Context) ([]Held, error) {
@@ -104,7 +106,28 @@ func (f *fakeRelay) SearchDecisions(_ context.Context, q DecisionQuery, offset, 
 	out = out[min(offset, len(out)):]
 	return out[:min(limit, len(out))], len(out) > limit, nil
 }
-func (f *fakeRelay) Queue(context.Context) ([]Queued, error)   { return f.queue, nil }
+func (f *fakeRelay) Queue(context.Context) ([]Queued, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Queued(nil), f.queue...), nil
+}
+func (f *fakeRelay) RetryQueued(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.retried = append(f.retried, id)
+	return nil
+}
+func (f *fakeRelay) DeleteQueued(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, q := range f.queue {
+		if q.ID == id {
+			f.queue = append(f.queue[:i], f.queue[i+1:]...)
+			return nil
+		}
+	}
+	return errors.New("no such message")
+}
 func (f *fakeRelay) Reviews(context.Context) ([]Review, error) { return f.reviews, nil }
 func (f *fakeRelay) Review(_ context.Context, id string) (*Review, error) {
 	for _, r := range f.reviews {
@@ -350,6 +373,61 @@ func TestConsoleEscapes(t *testing.T) {
 type netipPrefix = netip.Prefix
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// TestConsoleQueueActions: the queue page offers retry-now and delete of
+// the checked messages, only with the session's CSRF token, and says what
+// failed.
+func TestConsoleQueueActions(t *testing.T) {
+	f := newFake()
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	f.queue = []Queued{{ID: "01QUEUE000000000000000000A", From: "a@x.test", Received: at, Attempts: 2, NextAttempt: at.Add(time.Hour),
+		Rcpts: []QueuedRcpt{{Addr: "r@y.test", Status: "pending", Code: 451, Detail: "try later"}}},
+		{ID: "01QUEUE000000000000000000B", From: "b@x.test", Received: at}}
+	var log bytes.Buffer
+	c := newConsoleServer(t, f, &log)
+	if st := c.login("ops", "s3cret"); st != http.StatusSeeOther {
+		t.Fatalf("login: %d", st)
+	}
+	st, page := c.do("GET", "/queue", nil)
+	for _, want := range []string{`name="id" value="01QUEUE000000000000000000A"`, `id="queue-retry"`, `id="queue-delete"`, "try later"} {
+		if st != http.StatusOK || !strings.Contains(page, want) {
+			t.Errorf("queue page lacks %s: %d", want, st)
+		}
+	}
+	tok := c.csrf()
+	retry := url.Values{"op": {"retry"}, "id": {"01QUEUE000000000000000000A"}}
+	if st, _ := c.do("POST", "/queue", retry); st != http.StatusForbidden || len(f.retried) != 0 {
+		t.Errorf("retry without the CSRF token: %d %v", st, f.retried)
+	}
+	retry.Set("csrf", tok)
+	resp, err := c.c.PostForm(c.base+"/queue", retry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.Contains(loc, url.QueryEscape("Retried now: 1.")) || len(f.retried) != 1 {
+		t.Errorf("retry: %d %q %v", resp.StatusCode, loc, f.retried)
+	}
+	del := url.Values{"op": {"delete"}, "id": {"01QUEUE000000000000000000B", "01NOSUCH"}, "csrf": {tok}}
+	resp, err = c.c.PostForm(c.base+"/queue", del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := url.QueryEscape("Deleted (no bounce sent): 1; failed: 01NOSUCH (no such message).")
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, want) {
+		t.Errorf("delete: %q, want the notice %s", loc, want)
+	}
+	if q, _ := f.Queue(context.Background()); len(q) != 1 || q[0].ID != "01QUEUE000000000000000000A" {
+		t.Errorf("after delete: %v", q)
+	}
+	if !strings.Contains(log.String(), `msg="console: queue delete" admin=ops id=01QUEUE000000000000000000B`) {
+		t.Errorf("delete not logged with the admin:\n%s", log.String())
+	}
+	if st, _ := c.do("POST", "/queue", url.Values{"op": {"bounce"}, "id": {"01QUEUE000000000000000000A"}, "csrf": {tok}}); st != http.StatusBadRequest {
+		t.Errorf("unknown op: %d", st)
+	}
+}
 
 // TestConsoleDeleteAsSpam: "Delete selected as spam" asks the relay to
 // learn and delete each checked message, and says how many it did; an

@@ -28,6 +28,8 @@ usage:
   sluice serve [--config FILE] [--rules DIR]          run the relay (no config: 127.0.0.1:2525, mail into ./sluice-state/mail)
   sluice hold list|show ID|release ID...|delete ID... [--config FILE]
                                                       review the holding area
+  sluice queue list [--count] [--json] | show ID [--body] | retry ID...|ALL | delete [--bounce] ID...|ALL [--config FILE]
+                                                      the delivery queue: what waits, why, when it is tried next
   sluice list show NAME [KEY] | add NAME KEY [--reason TEXT] [--for 7d] | remove NAME KEY [--config FILE]
                                                       the dynamic lists: bounces, unsubscribes, blocked, ...
   sluice decision ID [--config FILE]                  what the relay decided, and why, for an id quoted in a refusal
@@ -52,7 +54,7 @@ usage:
 
 DIR and --rules default to rules.d. --config defaults to $SLUICE_CONFIG, else the
 embedded default, whose state is ./sluice-state; relative paths in a config file are
-relative to the file's directory. hold, list, decision and learn act on that state through the
+relative to the file's directory. hold, queue, list, decision and learn act on that state through the
 running relay, or directly when it is stopped, and refuse a state that does not exist.
 `
 
@@ -72,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(rest, stdout, stderr)
 	case "hold":
 		return cmdHold(rest, stdout, stderr)
+	case "queue":
+		return cmdQueue(rest, stdout, stderr)
 	case "list":
 		return cmdList(rest, stdout, stderr)
 	case "decision":

@@ -75,7 +75,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	rs := srv.Rules().Current()
 	fmt.Fprintf(stdout, "sluice: %d rules from %s, reloaded on change\n", len(rs.Rules()), cfg.RulesDir)
-	fmt.Fprintf(stdout, "sluice: state in %s (sluice hold, list and decision reach it with the same config)\n", abs(cfg.StateDir))
+	fmt.Fprintf(stdout, "sluice: state in %s (sluice hold, queue, list and decision reach it with the same config)\n", abs(cfg.StateDir))
 	fmt.Fprintf(stdout, "sluice: spool in %s\n", abs(filepath.Join(cfg.StateDir, "spool")))
 	switch cfg.Delivery.Mode {
 	case "local":

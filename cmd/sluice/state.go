@@ -127,43 +127,61 @@ func (rs *relayState) hold() (holdArea, error) {
 	if rs.admin != nil {
 		return rs.admin, nil
 	}
-	sp, err := queue.OpenSpool(filepath.Join(rs.dir, "spool"))
-	if err != nil {
-		return nil, err
-	}
-	return spoolHold{sp}, nil
+	return spoolHold{filepath.Join(rs.dir, "spool")}, nil
 }
 
 // spoolHold is the holding area read from the spool directly, while no
-// relay runs (a relay started later delivers what was released).
-type spoolHold struct{ sp *queue.Spool }
+// relay runs (a relay started later delivers what was released). Each
+// call opens the spool and closes it, so that the spool's lock is held
+// only while it acts: a relay starting meanwhile waits for it.
+type spoolHold struct{ dir string }
+
+func (h spoolHold) with(fn func(sp *queue.Spool) error) error {
+	sp, err := queue.OpenSpool(h.dir)
+	if err != nil {
+		return err
+	}
+	err = fn(sp)
+	if cerr := sp.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 func (h spoolHold) Held(context.Context) ([]*queue.Envelope, error) {
-	ids, err := h.sp.List(queue.AreaHold)
 	var out []*queue.Envelope
-	for _, id := range ids {
-		if e, err := h.sp.Envelope(queue.AreaHold, id); err == nil {
-			out = append(out, e)
+	err := h.with(func(sp *queue.Spool) error {
+		ids, err := sp.List(queue.AreaHold)
+		for _, id := range ids {
+			if e, err := sp.Envelope(queue.AreaHold, id); err == nil {
+				out = append(out, e)
+			}
 		}
-	}
+		return err
+	})
 	return out, err
 }
 
 func (h spoolHold) HeldMessage(_ context.Context, id string) (*server.HeldMessage, error) {
-	e, err := h.sp.Envelope(queue.AreaHold, id)
-	if err != nil {
-		return nil, err
-	}
-	msg, err := h.sp.Message(queue.AreaHold, id)
-	return &server.HeldMessage{Envelope: e, Message: msg}, err
+	var hm *server.HeldMessage
+	err := h.with(func(sp *queue.Spool) error {
+		e, err := sp.Envelope(queue.AreaHold, id)
+		if err != nil {
+			return err
+		}
+		msg, err := sp.Message(queue.AreaHold, id)
+		hm = &server.HeldMessage{Envelope: e, Message: msg}
+		return err
+	})
+	return hm, err
 }
 
 func (h spoolHold) Release(_ context.Context, id string) error {
-	return h.sp.Release(id, time.Now())
+	return h.with(func(sp *queue.Spool) error { return sp.Release(id, time.Now()) })
 }
 
 func (h spoolHold) DeleteHeld(_ context.Context, id string) error {
-	return h.sp.Remove(queue.AreaHold, id)
+	return h.with(func(sp *queue.Spool) error { return sp.Remove(queue.AreaHold, id) })
 }
 
 // storeName says which store a command reached, for messages.
