@@ -264,6 +264,9 @@ func (s *Server) learnHeld(ctx context.Context, env *queue.Envelope, msg []byte,
 	ctx, cancel := storeCtx(ctx)
 	defer cancel()
 	res, err := s.learner.Learn(ctx, op, unstamp(msg, s.cfg.Load().Hostname))
+	if errors.Is(err, classify.ErrEmptyMessage) {
+		return "", nil // nothing to learn: the operator's action goes on
+	}
 	if err != nil {
 		s.metrics.Learned("console", "error")
 		return "", fmt.Errorf("learn %s as %s: %w", env.ID, op, err)
