@@ -3,7 +3,7 @@ GO      ?= go
 SLUICE  := bin/sluice
 PKGS    := ./...
 
-.PHONY: all build test deps vet fmt-check unit fixtures bench bench-relay fuzz clean
+.PHONY: all build test deps vet fmt-check unit fixtures bench bench-relay bench-postfix fuzz clean
 
 all: build
 
@@ -58,6 +58,13 @@ bench:
 
 bench-relay:
 	bash bench/relay.sh 10s
+
+# bench-postfix: the same smtp-source load against a private Postfix from
+# Debian and sluice, alternately, 3 pairs (bench/postfix.sh; as root).
+# BENCH_ARGS=--matrix runs 10/50/200 sessions x 1/10/100 KB x smarthost/local.
+BENCH_ARGS ?=
+bench-postfix:
+	bash bench/postfix.sh $(BENCH_ARGS)
 
 # fuzz: a short run of every fuzz target (go test runs their seeds always).
 FUZZTIME ?= 30s

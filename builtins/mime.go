@@ -8,6 +8,7 @@ import (
 	"math"
 	"mime"
 	"net/mail"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -400,6 +401,7 @@ func ParseBody(raw []byte, h *Header, lim Limits) (b *Body) {
 		b = w.body()
 	}()
 	off := min(h.BodyOffset(), len(raw))
+	w.rawLen = len(raw) - off
 	w.entity(h.textproto(), raw[off:], 0)
 	return b
 }
@@ -421,6 +423,7 @@ type walker struct {
 	sender   string            // registered domain of the From address, once senderOK
 	senderOK bool
 	scratch  []byte // reused by leaf parts, whose bytes become a string
+	rawLen   int    // the raw body's length
 	st       Structure
 }
 
@@ -507,6 +510,12 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 			w.cutText()
 			return mt
 		}
+		if depth == 0 && cap(w.scratch) == 0 {
+			// The message is this one part: its raw size bounds the
+			// decoded text (give or take a charset's conversion to
+			// UTF-8), so one buffer holds it without regrowing.
+			w.scratch = make([]byte, 0, min(w.rawLen, budget)+1)
+		}
 		data, cut := w.read(e.Body, budget, mt, w.scratch[:0])
 		w.scratch = data[:0]
 		w.st.Parts[part].Size = len(data)
@@ -551,7 +560,7 @@ func (w *walker) read(r io.Reader, max int, what string, buf []byte) (data []byt
 	lr := io.LimitedReader{R: r, N: int64(max) + 1}
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			buf = slices.Grow(buf, len(buf)+4096) // at least double: append's 1.25x regrows a 10 KB part ten times
 		}
 		n, err := lr.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 )
@@ -23,6 +25,17 @@ func (s *Spool) background() {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	// A failure that repeats (a full disk fails every compaction each
+	// removal asks for) is logged once a minute, not once a message.
+	var lastErr string
+	var lastAt time.Time
+	report := func(msg string, err error) {
+		if err == nil || (err.Error() == lastErr && time.Since(lastAt) < time.Minute) {
+			return
+		}
+		lastErr, lastAt = err.Error(), time.Now()
+		s.opts.log.Error(msg, "dir", s.dir, "err", err)
+	}
 	for {
 		select {
 		case <-s.stop:
@@ -30,6 +43,7 @@ func (s *Spool) background() {
 		case <-s.wake:
 			for !s.opts.manual {
 				did, err := s.compactOnce()
+				report("spool compaction failed", err)
 				if err != nil || !did {
 					break
 				}
@@ -43,7 +57,9 @@ func (s *Spool) background() {
 			s.mu.Lock()
 			lsn := s.lsn
 			s.mu.Unlock()
-			s.commit(lsn) // an error reaches the writers that wait for it
+			// Writers waiting for this sync get its error too; removals,
+			// which no one waits for, have only this log.
+			report("spool background sync failed", s.commit(lsn))
 		}
 	}
 }
@@ -94,10 +110,14 @@ func (s *Spool) compactOnce() (bool, error) {
 			ids = append(ids, id)
 		}
 	}
+	size, live := old.size, old.live
 	s.mu.Unlock()
 	s.event("compact-start")
 	defer s.event("compact-end")
+	start := time.Now()
+	s.opts.log.Info("spool compaction started", "segment", segName(old.seq), "bytes", size, "live_bytes", live, "live_messages", len(ids))
 	var last uint64
+	copied := 0
 	for _, id := range ids {
 		// One message at a time, so that sessions' puts go on between.
 		s.mu.Lock()
@@ -110,6 +130,7 @@ func (s *Spool) compactOnce() (bool, error) {
 		_, err := old.f.ReadAt(data, e.dataOff)
 		if err == nil {
 			last, err = s.appendRec(recPut, e.area, id, e.env, data)
+			copied++
 		}
 		s.mu.Unlock()
 		if err != nil {
@@ -122,10 +143,15 @@ func (s *Spool) compactOnce() (bool, error) {
 		}
 	}
 	s.mu.Lock()
-	if s.closed || old.live != 0 || s.references(old.seq) {
+	if closed := s.closed; closed || old.live != 0 || s.references(old.seq) {
 		// Closed meanwhile; anything else would be a bug in the live
 		// count (puts only go to the active segment): keep the file.
 		s.mu.Unlock()
+		lvl, why := slog.LevelInfo, "the spool closed"
+		if !closed {
+			lvl, why = slog.LevelWarn, "a message still points into it"
+		}
+		s.opts.log.Log(context.Background(), lvl, "spool compaction done", "segment", segName(old.seq), "deleted", false, "why", why, "copied", copied, "took", time.Since(start))
 		return false, nil
 	}
 	delete(s.segs, old.seq)
@@ -141,6 +167,7 @@ func (s *Spool) compactOnce() (bool, error) {
 			return false, err
 		}
 	}
+	s.opts.log.Info("spool compaction done", "segment", segName(old.seq), "deleted", true, "copied", copied, "took", time.Since(start))
 	return true, nil
 }
 

@@ -81,6 +81,13 @@
 // copies alone. With the relay's traffic, delivered within seconds, old
 // segments are all dead and are deleted without copying.
 //
+// A segment's size is an option (SegmentBytes; the relay's
+// spool.segment_bytes). Compaction runs in the background, where no
+// caller hears of it: its steps and failures go to the Logger. The
+// server's TestKillDuringCompaction kills the relay with SIGKILL as
+// compactions start, on 16 KiB segments, and finds every acknowledged
+// message delivered.
+//
 // # The holding area, Move and other processes
 //
 // An area is a field of the index; Move and Release are one envelope

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -138,19 +139,53 @@ type options struct {
 	lockWait time.Duration // how long OpenSpool waits for the lock
 	manual   bool          // no compaction but compactOnce's
 	hook     func(event string)
+	log      *slog.Logger // nil: nowhere
 }
 
-var defaults = options{segMax: 64 << 20, lockWait: 3 * time.Second}
+var defaults = options{segMax: DefaultSegmentBytes, lockWait: 3 * time.Second}
+
+// Segment sizes: the default, and the least OpenSpool takes (below it the
+// spool would make and delete a file every few messages, the churn the
+// segments are there to avoid).
+const (
+	DefaultSegmentBytes = 64 << 20
+	MinSegmentBytes     = 16 << 10
+)
+
+// An Option tunes OpenSpool.
+type Option func(*options)
+
+// SegmentBytes sets how big a segment grows before the next one begins
+// (DefaultSegmentBytes; at least MinSegmentBytes). Smaller segments give
+// the disk of delivered mail back sooner, at the price of a file made,
+// synced and deleted more often; tests use tiny ones to keep compaction
+// running.
+func SegmentBytes(n int64) Option { return func(o *options) { o.segMax = n } }
+
+// Logger is where the spool reports what no caller hears of: each
+// compaction (Info: one pair of lines per segment) and the errors of
+// compaction and of the background sync of removals (Error).
+func Logger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 // OpenSpool opens the spool in dir, creating it if needed: it takes the
 // spool's lock (ErrLocked if another process keeps it), rebuilds the index
 // from the segments and moves messages left in the per-file layout of
 // earlier versions into them. Close releases it.
-func OpenSpool(dir string) (*Spool, error) {
-	return openSpool(dir, defaults)
+func OpenSpool(dir string, opt ...Option) (*Spool, error) {
+	o := defaults
+	for _, f := range opt {
+		f(&o)
+	}
+	if o.segMax < MinSegmentBytes {
+		return nil, fmt.Errorf("spool %s: segment size %d bytes is below the minimum, %d", dir, o.segMax, MinSegmentBytes)
+	}
+	return openSpool(dir, o)
 }
 
 func openSpool(dir string, opts options) (*Spool, error) {
+	if opts.log == nil {
+		opts.log = slog.New(slog.DiscardHandler)
+	}
 	s := &Spool{dir: dir, segDir: filepath.Join(dir, "seg"), opts: opts,
 		msgs: map[string]*entry{}, segs: map[uint64]*segment{}, next: 1,
 		wake: make(chan struct{}, 1), stop: make(chan struct{})}

@@ -6,13 +6,22 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // BenchmarkRelay sends 10 KB messages through the relay with the default
 // rules and fsync on, from 50 concurrent clients on loopback, delivering
 // into a local folder. bench/relay.sh measures the same from outside the
 // process, with latencies.
-func BenchmarkRelay(b *testing.B) {
+func BenchmarkRelay(b *testing.B) { benchRelay(b, false) }
+
+// BenchmarkRelayConnPerMessage is BenchmarkRelay with a new connection
+// for each message, as smtp-source (bench/postfix.sh) and many
+// applications send: what the relay does per connection counts too.
+func BenchmarkRelayConnPerMessage(b *testing.B) { benchRelay(b, true) }
+
+func benchRelay(b *testing.B, connPerMessage bool) {
 	dir := b.TempDir()
 	cfg := &Config{Hostname: "bench.test", Listen: []Listener{{Addr: "127.0.0.1:0"}}, StateDir: dir,
 		RulesDir: "../rules.d", AllowInsecureAuth: true,
@@ -58,16 +67,29 @@ func BenchmarkRelay(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := r.dialOK("plain")
-			if c == nil || c.Auth(plainAuth(fmt.Sprint("u", i%100))) != nil {
-				b.Error("dial or auth failed")
+			dial := func() *smtp.Client {
+				c := r.dialOK("plain")
+				if c == nil || c.Auth(plainAuth(fmt.Sprint("u", i%100))) != nil {
+					b.Error("dial or auth failed")
+					return nil
+				}
+				return c
+			}
+			c := dial()
+			if c == nil {
 				return
 			}
-			defer c.Close()
+			defer func() { c.Close() }()
 			for take() {
 				if _, err := send(c, "app@bench.test", []string{"c@example.org"}, msg); err != nil {
 					b.Error(err)
 					return
+				}
+				if connPerMessage {
+					c.Quit()
+					if c = dial(); c == nil {
+						return
+					}
 				}
 			}
 		}()

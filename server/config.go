@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/sluicemail/sluice/mailauth"
+	"github.com/sluicemail/sluice/queue"
 )
 
 // Config is the relay's configuration file. Every field has a default, so
@@ -49,6 +50,7 @@ type Config struct {
 	Limits   Limits      `yaml:"limits"`
 	Delivery Delivery    `yaml:"delivery"`
 	Store    StoreConfig `yaml:"store"`
+	Spool    SpoolConfig `yaml:"spool"`
 	// Unsubscribe is the RFC 8058 one-click unsubscribe endpoint.
 	Unsubscribe UnsubscribeConfig `yaml:"unsubscribe"`
 	// Web is the HTTP side: report pages, review requests (SPEC 8).
@@ -256,6 +258,14 @@ type Delivery struct {
 	VerifyMXTLS bool `yaml:"verify_mx_tls"`
 }
 
+// SpoolConfig tunes the spool's segment files (queue package doc).
+type SpoolConfig struct {
+	// SegmentBytes is how big a segment grows before the next begins:
+	// default 64 MiB, at least 16 KiB. Smaller gives the disk of
+	// delivered mail back sooner, at a file made and deleted more often.
+	SegmentBytes int64 `yaml:"segment_bytes"`
+}
+
 // Smarthost is the next hop when Delivery.Mode is smarthost.
 type Smarthost struct {
 	Addr     string `yaml:"addr"`
@@ -452,6 +462,10 @@ func (c *Config) finish() error {
 		return fmt.Errorf("delivery.inbound_bounces %q: want none or headers", d.InboundBounces)
 	}
 	setDefault(&d.Port, 25)
+	setDefault(&c.Spool.SegmentBytes, queue.DefaultSegmentBytes)
+	if c.Spool.SegmentBytes < queue.MinSegmentBytes {
+		return fmt.Errorf("spool.segment_bytes %d: want at least %d (default %d)", c.Spool.SegmentBytes, queue.MinSegmentBytes, queue.DefaultSegmentBytes)
+	}
 
 	if err := c.finishStore(); err != nil {
 		return err

@@ -122,6 +122,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.Delivery.InboundBounces != "none" || c.Delivery.RescanInterval.D() != 2*time.Second {
 		t.Errorf("example delivery read as %+v", c.Delivery)
 	}
+	if c.Spool.SegmentBytes != 64<<20 {
+		t.Errorf("example spool read as %+v", c.Spool)
+	}
 }
 
 func TestInboundBouncesValues(t *testing.T) {
@@ -129,6 +132,20 @@ func TestInboundBouncesValues(t *testing.T) {
 		c := &Config{StateDir: t.TempDir(), Delivery: Delivery{InboundBounces: v}}
 		if err := c.finish(); (err == nil) != ok {
 			t.Errorf("inbound_bounces %q: %v", v, err)
+		}
+	}
+}
+
+func TestSpoolSegmentBytes(t *testing.T) {
+	for v, want := range map[int64]int64{0: 64 << 20, 16 << 10: 16 << 10, 1 << 30: 1 << 30, 4096: -1, -1: -1} {
+		c := &Config{StateDir: t.TempDir(), Spool: SpoolConfig{SegmentBytes: v}}
+		err := c.finish()
+		if want < 0 {
+			if err == nil || !strings.Contains(err.Error(), "spool.segment_bytes") {
+				t.Errorf("segment_bytes %d: %v", v, err)
+			}
+		} else if err != nil || c.Spool.SegmentBytes != want {
+			t.Errorf("segment_bytes %d: %d, %v", v, c.Spool.SegmentBytes, err)
 		}
 	}
 }

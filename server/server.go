@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -72,6 +73,8 @@ type Server struct {
 	dns      mailauth.Resolver
 	delivery *deliverer
 	metrics  *metrics.Metrics
+	// dataBufs are the sessions' DATA buffers, reused across connections.
+	dataBufs bufPool
 	// cls is the classifier in the store, learner its one door for
 	// learning, auto the autolearn queue (classifier.go).
 	cls     *classify.Classifier
@@ -128,7 +131,7 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 	}
 	s.rules = rules
 	s.metrics.RulesLoaded(opts.Now())
-	spool, err := queue.OpenSpool(filepath.Join(cfg.StateDir, "spool"))
+	spool, err := queue.OpenSpool(filepath.Join(cfg.StateDir, "spool"), queue.SegmentBytes(cfg.Spool.SegmentBytes), queue.Logger(s.log))
 	if err != nil {
 		return nil, err
 	}
@@ -575,4 +578,25 @@ func replyText(text, id string) string {
 		return text
 	}
 	return text + " [" + id + "]"
+}
+
+// bufPool reuses the buffers messages are read into, up to maxPooledBuf:
+// a rare huge message's buffer is left to the garbage collector rather
+// than kept for every later one.
+type bufPool struct{ p sync.Pool }
+
+const maxPooledBuf = 4 << 20
+
+func (b *bufPool) get() *bytes.Buffer {
+	if v, ok := b.p.Get().(*bytes.Buffer); ok {
+		return v
+	}
+	return new(bytes.Buffer)
+}
+
+func (b *bufPool) put(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBuf {
+		buf.Reset()
+		b.p.Put(buf)
+	}
 }

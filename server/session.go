@@ -159,7 +159,7 @@ type session struct {
 	// dataMu serialises Data calls (an aborted BDAT's goroutine may still
 	// be returning when the next transfer starts) and guards the buffers.
 	dataMu sync.Mutex
-	buf    bytes.Buffer
+	buf    *bytes.Buffer // from the server's dataBufs while a message is read; see releaseBuf
 	canon  []byte
 }
 
@@ -425,9 +425,14 @@ func (ss *session) Data(r io.Reader) error {
 		// are read by go-smtp under the command timeout, each).
 		ss.c.Conn().SetReadDeadline(time.Now().Add(ss.s.cfg.Load().Limits.DataTimeout.D()))
 	}
-	// One buffer per session: nothing keeps the raw bytes past this
-	// transaction.
-	buf := &ss.buf
+	// A buffer from the server's pool (clients that send one message per
+	// connection would otherwise grow a new one to the message's size
+	// every time): nothing keeps the raw bytes past this transaction, and
+	// Reset hands it back.
+	if ss.buf == nil {
+		ss.buf = ss.s.dataBufs.get()
+	}
+	buf := ss.buf
 	buf.Reset()
 	if _, err := buf.ReadFrom(r); err != nil {
 		var se *smtp.SMTPError
@@ -507,15 +512,36 @@ func (ss *session) toLocal() bool {
 func (ss *session) Reset() {
 	ss.gen.Add(1)
 	ss.ci.mu.Lock()
-	defer ss.ci.mu.Unlock()
 	if ss.inTxn && ss.ci.txn != nil {
 		ss.ci.txn.Reset()
 	}
 	ss.from, ss.rcpts, ss.inTxn = "", nil, false
 	ss.tc.busy.Store(false)
+	ss.ci.mu.Unlock()
+	ss.releaseBuf()
 }
 
-func (ss *session) Logout() error { return nil }
+// Logout hands the DATA buffer back when the connection closes.
+func (ss *session) Logout() error {
+	ss.releaseBuf()
+	return nil
+}
+
+// releaseBuf gives the DATA buffer back to the server's pool once the
+// transaction that read it is over (the engine's Reset has dropped the
+// raw message and the facts drawn from it). A Data still running, an
+// aborted BDAT's goroutine, holds dataMu: the buffer then stays with the
+// session until the next Reset or Logout.
+func (ss *session) releaseBuf() {
+	if !ss.dataMu.TryLock() {
+		return
+	}
+	defer ss.dataMu.Unlock()
+	if ss.buf != nil {
+		ss.s.dataBufs.put(ss.buf)
+		ss.buf = nil
+	}
+}
 
 // stamp prepends the trace and result headers to an accepted message.
 func (s *Server) stamp(ss *session, v *engine.Verdict, raw []byte) []byte {
@@ -603,14 +629,22 @@ func (s *Server) logRefusal(ci *connInfo, phase string, r *engine.Reply, kv ...a
 	s.log.Info("decision", append(args, kv...)...)
 }
 
+// firedRule is one hit in the decision log line: the JSON of a map with
+// these keys, without building a map per hit for every message.
+type firedRule struct {
+	Rule   string  `json:"rule"`
+	Score  float64 `json:"score"`
+	Shadow bool    `json:"shadow"`
+}
+
 func (s *Server) logDecision(ci *connInfo, v *engine.Verdict, from string, rcpts []string, size int) {
 	d := Decision{ID: v.ID, User: ci.in.SMTPUser, IP: ci.in.ClientIP, Helo: ci.in.Helo, From: from, Rcpts: rcpts,
 		Phase: v.Phase, Action: v.Action, Code: v.Code, Enhanced: v.Enhanced, Text: v.Text, Score: v.Score, Rule: v.Rule, Fired: hitsOf(v.Hits)}
 	ci.addChecks(&d)
 	s.recordDecision(d)
-	fired := make([]any, 0, len(v.Hits))
+	fired := make([]firedRule, 0, len(v.Hits))
 	for _, h := range v.Hits {
-		fired = append(fired, map[string]any{"rule": h.Rule, "score": h.Score, "shadow": h.Shadow})
+		fired = append(fired, firedRule{h.Rule, h.Score, h.Shadow})
 	}
 	lvl := slog.LevelInfo
 	if len(v.Errors) > 0 {

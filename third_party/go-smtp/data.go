@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -92,6 +93,25 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		stateEOF              // reached .\r\n end marker line
 	)
 	for n < len(b) && r.state != stateEOF {
+		// sluice patch: in the middle of a line every byte but CR is
+		// data and leaves the state as it is, so what is buffered up to
+		// the next CR is copied at once instead of byte by byte.
+		if r.state == stateData && r.r.Buffered() > 0 {
+			k := r.r.Buffered()
+			if k > len(b)-n {
+				k = len(b) - n
+			}
+			buf, _ := r.r.Peek(k)
+			i := bytes.IndexByte(buf, '\r')
+			if i < 0 {
+				i = len(buf)
+			}
+			if i > 0 {
+				n += copy(b[n:], buf[:i])
+				r.r.Discard(i)
+				continue
+			}
+		}
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {
