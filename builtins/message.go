@@ -81,6 +81,8 @@ type Input struct {
 	Lists       ListSource
 	Counters    Counters
 	Limits      Limits
+	// Classifier gives spam_probability; nil is 0.5 (nothing learned).
+	Classifier Classifier
 
 	// Session is the caller's own state for this connection (the relay's
 	// session, for the facts it computes); the engine never reads it.
@@ -120,6 +122,9 @@ type Message struct {
 	body     *Body
 	bodyDone bool
 	hs       headerState
+	// spamTokens are the classifier's evidence for spam_probability, set
+	// each time it is computed.
+	spamTokens []string
 }
 
 // NewMessage returns a Message bound to this registry; Reset it before use.
@@ -274,6 +279,9 @@ type Parsed struct {
 	Header    *Header
 	HeaderErr error
 	Body      *Body
+	// Raw is the message they were parsed from, when the parser kept it
+	// (a classifier in another process needs it).
+	Raw []byte
 }
 
 // Parse parses raw once, for callers that want to keep the result.
@@ -282,7 +290,7 @@ func Parse(raw []byte, lim Limits) *Parsed {
 	if lim == (Limits{}) {
 		lim = DefaultLimits()
 	}
-	return &Parsed{Header: h, HeaderErr: err, Body: ParseBody(raw, h, lim)}
+	return &Parsed{Header: h, HeaderErr: err, Body: ParseBody(raw, h, lim), Raw: raw}
 }
 
 // Header returns the parsed top-level header, parsing it on first use.

@@ -269,6 +269,10 @@ type Fact struct {
 	// the rule that read it fail, which the engine turns into a temporary
 	// failure rather than a guess.
 	Compute func(m *Message) (any, error)
+	// Detail, when set, names and gives a value that explains the fact's
+	// own (the tokens behind spam_probability): a rule that read the fact
+	// shows it as evidence when it fires. "" names nothing to add.
+	Detail func(m *Message) (name string, value any)
 
 	id int
 }
@@ -311,6 +315,11 @@ func NewRegistry() *Registry {
 	for _, f := range append(append(append(coreFacts(), authFacts()...), headerFacts()...), structFacts()...) {
 		if err := r.Register(f); err != nil {
 			panic(err) // the core table is static; a clash is a programming error caught by tests
+		}
+	}
+	for _, f := range classifierFacts() {
+		if err := r.Register(f); err != nil {
+			panic(err)
 		}
 	}
 	for _, f := range append(append(coreFuncs(), authFuncs()...), headerFuncs()...) {

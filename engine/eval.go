@@ -491,6 +491,11 @@ func (t *Txn) hit(r *Rule, rcpt string) {
 		// names; show only what was read (or known anyway).
 		if t.m.Known(f) {
 			ev = append(ev, Evidence{Name: f.Name, Value: t.m.Value(f)})
+			if f.Detail != nil {
+				if n, v := f.Detail(t.m); n != "" {
+					ev = append(ev, Evidence{Name: n, Value: v})
+				}
+			}
 		}
 	}
 	for _, e := range c.evidence {

@@ -33,6 +33,7 @@ type Metrics struct {
 	connRefused   *prometheus.CounterVec
 
 	storeErrors *prometheus.CounterVec
+	learned     *prometheus.CounterVec
 
 	dnsLookups  *prometheus.CounterVec
 	dnsDuration *prometheus.HistogramVec
@@ -107,6 +108,10 @@ func New() *Metrics {
 		Name: "sluice_store_errors_total",
 		Help: "Store operations that failed, by operation (read, write).",
 	}, []string{"op"})
+	m.learned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_classifier_learned_total",
+		Help: "Messages given to the classifier to learn, by source (autolearn, console, cli) and result (learned, known, moved, forgotten, unknown, dropped: autolearn's queue was full, too_big: over autolearn's 1 MiB, error).",
+	}, []string{"source", "result"})
 	m.dnsLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_dns_lookups_total",
 		Help: "DNS lookups of the authentication checks, by record type and result (ok, notfound, error); cache hits included.",
@@ -121,7 +126,7 @@ func New() *Metrics {
 		Help: "When the live rule set was loaded (Unix time).",
 	})
 	m.reg.MustRegister(m.decisions, m.ruleHits, m.refusals, m.deliveries, m.delivery,
-		m.sessionsOpen, m.sessionsTotal, m.connRefused, m.storeErrors, m.dnsLookups, m.dnsDuration,
+		m.sessionsOpen, m.sessionsTotal, m.connRefused, m.storeErrors, m.learned, m.dnsLookups, m.dnsDuration,
 		m.lastGoodReload, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -226,6 +231,14 @@ func (m *Metrics) StoreError(op string) {
 		return
 	}
 	m.storeErrors.WithLabelValues(op).Inc()
+}
+
+// Learned counts a message given to the classifier.
+func (m *Metrics) Learned(source, result string) {
+	if m == nil {
+		return
+	}
+	m.learned.WithLabelValues(source, result).Inc()
 }
 
 // RulesLoaded records when a rule set went live.

@@ -69,6 +69,9 @@ type Context struct {
 	// Date, as RFC 3339 or an RFC 5322 date; default: the time of its
 	// newest Received field, else now (SPEC 7).
 	ReceivedAt string `yaml:"received_at"`
+	// Classifier gives spam_probability to scan and explain run with
+	// --config (SPEC 7); never read from a file, nil (0.5) in sluice test.
+	Classifier builtins.Classifier `yaml:"-"`
 }
 
 // DNSValues are the records of one name and type: a list, or one string.
@@ -393,6 +396,7 @@ func (ctx *Context) Input(reg *builtins.Registry, raw []byte) (*builtins.Input, 
 		TLS:           ctx.TLS,
 		SMTPUser:      ctx.SMTPUser,
 		Authenticated: ctx.SMTPUser != "",
+		Classifier:    ctx.Classifier,
 	}
 	if in.ClientIP == "" {
 		in.ClientIP = "127.0.0.1"

@@ -137,7 +137,8 @@ func (s *Server) serveAdmin(ctx context.Context) error {
 		}
 		replySpool(w, map[string]string{"deleted": r.PathValue("id")}, err)
 	})
-	s.queueRoutes(mux) // sluice queue: queueadmin.go
+	s.queueRoutes(mux)     // sluice queue: queueadmin.go
+	s.adminClassifier(mux) // sluice learn: classifier.go
 	// Profiles of the running relay, for its owner only (the socket is 0600).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -63,6 +63,9 @@ type Config struct {
 	OutboundIPs []string `yaml:"outbound_ips"`
 	// DKIMSign are the keys outbound mail is signed with, by From domain.
 	DKIMSign []DKIMSignConfig `yaml:"dkim_sign"`
+	// Classifier is how the relay trains its classifier on its own
+	// verdicts (autolearn, off by default).
+	Classifier ClassifierConfig `yaml:"classifier"`
 
 	// derived
 	outboundIPs []netip.Addr
@@ -490,6 +493,9 @@ func (c *Config) finish() error {
 		return err
 	}
 	if err := c.Web.finish(); err != nil {
+		return err
+	}
+	if err := c.Classifier.finish(); err != nil {
 		return err
 	}
 	c.users = map[string]*User{}

@@ -66,17 +66,52 @@ func (c consoleRelay) Held(context.Context) ([]web.Held, error) {
 	return out, nil
 }
 
-func (c consoleRelay) Release(_ context.Context, id string) error {
-	now := c.s.opts.Now()
-	if err := c.s.spool.Release(id, now); err != nil {
+// Release delivers a held message and learns it as ham: the operator
+// judged it wanted mail.
+func (c consoleRelay) Release(ctx context.Context, id string) error {
+	s := c.s
+	env, _ := s.spool.Envelope(queue.AreaHold, id)
+	msg, _ := s.spool.Message(queue.AreaHold, id) // read before the release moves it
+	now := s.opts.Now()
+	if err := s.spool.Release(id, now); err != nil {
 		return err
 	}
-	c.s.delivery.Enqueue(id, now)
+	s.delivery.Enqueue(id, now)
+	if env != nil && msg != nil {
+		// The release stands whatever the store says.
+		if res, err := s.learnHeld(ctx, env, msg, LearnHam); err != nil {
+			s.log.Warn("console: release not learned", "id", id, "err", err.Error())
+		} else if res != "" {
+			s.log.Info("console: release learned as ham", "id", id, "result", res)
+		}
+	}
 	return nil
 }
 
 func (c consoleRelay) DeleteHeld(_ context.Context, id string) error {
 	return c.s.spool.Remove(queue.AreaHold, id)
+}
+
+// DeleteHeldAsSpam learns a held message as spam, then deletes it; one it
+// could not learn is kept for the operator to try again.
+func (c consoleRelay) DeleteHeldAsSpam(ctx context.Context, id string) error {
+	s := c.s
+	env, err := s.spool.Envelope(queue.AreaHold, id)
+	if err != nil {
+		return err
+	}
+	msg, err := s.spool.Message(queue.AreaHold, id)
+	if err != nil {
+		return err
+	}
+	res, err := s.learnHeld(ctx, env, msg, LearnSpam)
+	if err != nil {
+		return err
+	}
+	if res != "" {
+		s.log.Info("console: held message learned as spam", "id", id, "result", res)
+	}
+	return s.spool.Remove(queue.AreaHold, id)
 }
 
 // inList finds the constant list names a rule's expression reads.

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/classify"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/mailauth"
 	"github.com/sluicemail/sluice/metrics"
@@ -74,6 +75,11 @@ type Server struct {
 	metrics  *metrics.Metrics
 	// dataBufs are the sessions' DATA buffers, reused across connections.
 	dataBufs bufPool
+	// cls is the classifier in the store, learner its one door for
+	// learning, auto the autolearn queue (classifier.go).
+	cls     *classify.Classifier
+	learner *Learner
+	auto    *autolearner
 
 	mu       sync.Mutex
 	open     map[*trackedConn]bool
@@ -106,6 +112,11 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.store = st
+	if s.cls, err = OpenClassifier(st, opts.Now); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("classifier: %w", err)
+	}
+	s.learner, s.auto = NewLearner(s.cls), newAutolearner(s, cfg.Classifier.AutolearnQueue)
 	if s.dns, err = newDNS(cfg, opts); err != nil {
 		return nil, err
 	}
@@ -247,6 +258,7 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 		s.log.Warn("admin socket not available; `sluice list` needs the relay stopped", "err", err.Error())
 	}
 	s.delivery.Start(ctx)
+	s.auto.start(ctx)
 	return out, nil
 }
 
@@ -325,6 +337,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		srv.Close()
 	}
 	s.delivery.Stop(ctx)
+	s.auto.shutdown()
 	s.store.Close()
 	if cerr := s.spool.Close(); err == nil {
 		err = cerr

@@ -57,6 +57,9 @@ func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 	if ci.in.Resolver == nil {
 		ci.in.Resolver = defaultResolver{}
 	}
+	if s.cls != nil {
+		ci.in.Classifier = s.cls
+	}
 	return ci
 }
 
@@ -462,6 +465,7 @@ func (ss *session) Data(r io.Reader) error {
 	v := ss.ci.txn.Data(raw)
 	ss.ci.flush()
 	ss.s.logDecision(ss.ci, v, ss.from, ss.rcpts, len(raw))
+	ss.s.autolearn(ss.ci.in, v, raw)
 	if v.Refused() {
 		return ss.refuse(&smtp.SMTPError{Code: v.Code, EnhancedCode: enhanced(v.Enhanced), Message: ss.s.ruleText(v.Text, v.ID)})
 	}

@@ -64,8 +64,12 @@ type RuleInfo struct {
 // Relay is what the console asks of the relay it runs in.
 type Relay interface {
 	Held(ctx context.Context) ([]Held, error)
+	// Release delivers a held message; an inbound one is learned as ham.
 	Release(ctx context.Context, id string) error
 	DeleteHeld(ctx context.Context, id string) error
+	// DeleteHeldAsSpam learns an inbound held message as spam, then
+	// deletes it; a message it could not learn is kept.
+	DeleteHeldAsSpam(ctx context.Context, id string) error
 	// ListNames are the dynamic lists the rules use.
 	ListNames() []string
 	ListEntries(ctx context.Context, list string) ([]store.Entry, error)

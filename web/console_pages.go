@@ -163,10 +163,20 @@ func (c *Console) holdPage(w http.ResponseWriter, r *http.Request) {
 	c.show(w, r, http.StatusOK, "hold", "Holding area", "console_hold.html", held)
 }
 
-// holdAct releases or deletes the checked messages.
+// did says what a hold action did, for the notice and the log.
+func did(op string) string {
+	if op == "spam" {
+		return "deleted as spam"
+	}
+	return op + "d"
+}
+
+// holdAct releases, deletes, or deletes as spam the checked messages;
+// the relay learns the inbound ones it releases as ham and those deleted
+// as spam as spam.
 func (c *Console) holdAct(w http.ResponseWriter, r *http.Request) {
 	op, ids, admin := r.PostForm.Get("op"), r.PostForm["id"], sess(r).admin
-	if op != "release" && op != "delete" {
+	if op != "release" && op != "delete" && op != "spam" {
 		c.fail(w, http.StatusBadRequest, "Request not understood", "Unknown action.")
 		return
 	}
@@ -178,9 +188,12 @@ func (c *Console) holdAct(w http.ResponseWriter, r *http.Request) {
 	var failed []string
 	for _, id := range ids {
 		var err error
-		if op == "release" {
+		switch op {
+		case "release":
 			err = c.opts.Relay.Release(r.Context(), id)
-		} else {
+		case "spam":
+			err = c.opts.Relay.DeleteHeldAsSpam(r.Context(), id)
+		default:
 			err = c.opts.Relay.DeleteHeld(r.Context(), id)
 		}
 		if err != nil {
@@ -189,9 +202,9 @@ func (c *Console) holdAct(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		n++
-		c.opts.Log.Info("console: hold "+op+"d", "admin", admin, "id", id)
+		c.opts.Log.Info("console: hold "+did(op), "admin", admin, "id", id)
 	}
-	msg := op + "d: " + strconv.Itoa(n)
+	msg := did(op) + ": " + strconv.Itoa(n)
 	if failed != nil {
 		msg += "; failed: " + strings.Join(failed, ", ")
 	}

@@ -27,6 +27,7 @@ type fakeRelay struct {
 	mu       sync.Mutex
 	held     []Held
 	released []string
+	spam     []string
 	lists    map[string][]store.Entry
 	reviews  []Review
 	dec      map[string]*Decision
@@ -61,6 +62,14 @@ func (f *fakeRelay) DeleteHeld(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.take(id)
+	return nil
+}
+func (f *fakeRelay) DeleteHeldAsSpam(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.take(id) {
+		f.spam = append(f.spam, id)
+	}
 	return nil
 }
 func (f *fakeRelay) ListNames() []string { return []string{"allow", "blocked"} }
@@ -417,5 +426,33 @@ func TestConsoleQueueActions(t *testing.T) {
 	}
 	if st, _ := c.do("POST", "/queue", url.Values{"op": {"bounce"}, "id": {"01QUEUE000000000000000000A"}, "csrf": {tok}}); st != http.StatusBadRequest {
 		t.Errorf("unknown op: %d", st)
+	}
+}
+
+// TestConsoleDeleteAsSpam: "Delete selected as spam" asks the relay to
+// learn and delete each checked message, and says how many it did; an
+// unknown action is refused.
+func TestConsoleDeleteAsSpam(t *testing.T) {
+	f := newFake()
+	var log strings.Builder
+	c := newConsoleServer(t, f, &log)
+	c.login("ops", "s3cret")
+	tok := c.csrf()
+	resp, err := c.c.PostForm(c.base+"/hold", url.Values{"csrf": {tok}, "op": {"spam"}, "id": {"01HOLD0000000000000000000A", "01HOLD0000000000000000000B"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(f.spam) != 2 || len(f.held) != 0 || len(f.released) != 0 {
+		t.Fatalf("delete as spam: %d, spam %v, held %v", resp.StatusCode, f.spam, f.held)
+	}
+	if loc := resp.Header.Get("Location"); loc != "/hold?done=Deleted+as+spam%3A+2." {
+		t.Errorf("redirect to %q, want the notice of 2 deleted as spam", loc)
+	}
+	if !strings.Contains(log.String(), `msg="console: hold deleted as spam" admin=ops id=01HOLD0000000000000000000B`) {
+		t.Errorf("not logged:\n%s", log.String())
+	}
+	if st, _ := c.do("POST", "/hold", url.Values{"csrf": {tok}, "op": {"learn"}, "id": {"x"}}); st != http.StatusBadRequest {
+		t.Errorf("unknown action: %d, want 400", st)
 	}
 }

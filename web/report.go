@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/store"
 )
@@ -199,7 +200,9 @@ func (s *Server) reportPage(ctx context.Context, id, sig string) (*reportPage, i
 			}
 		}
 		for _, e := range h.Evidence {
-			if s.public[e.Name] && !seen[e.Name] {
+			// The classifier's tokens would teach a spammer what to
+			// change: never shown to senders, whatever public_facts says.
+			if s.public[e.Name] && !seen[e.Name] && e.Name != builtins.SpamTokensEvidence {
 				seen[e.Name] = true
 				p.Facts = append(p.Facts, fact{e.Name, fmt.Sprint(e.Value)})
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,4 +61,29 @@ func ev(names ...string) []engine.Evidence {
 		out = append(out, engine.Evidence{Name: n, Value: true})
 	}
 	return out
+}
+
+// TestReportHidesClassifierTokens: a report page shows spam_probability
+// when the operator made it public, never the tokens behind it, even when
+// public_facts names them.
+func TestReportHidesClassifierTokens(t *testing.T) {
+	id := nextID(time.Now())
+	d := &Decision{ID: id, At: time.Now(), Phase: "data", Action: "reject", Code: 554, Enhanced: "5.7.1", Text: "Spam message rejected", Score: 14,
+		Fired: []Hit{{Rule: "classifier-spam", Score: 5, Evidence: []engine.Evidence{
+			{Name: "spam_probability", Value: 0.999}, {Name: "spam_tokens", Value: []string{"subject:zzsecretword=0.99"}}}}}}
+	s, err := New(Options{Listen: "x", PublicURL: "https://relay.test", LinkKey: []byte("0123456789abcdef0123456789abcdef"),
+		PublicFacts: []string{"score", "spam_probability", "spam_tokens"},
+		Decision:    func(context.Context, string) (*Decision, error) { return d, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/report/"+id+"?sig="+s.Sig(id), nil))
+	body := w.Body.String()
+	if w.Code != http.StatusOK || !strings.Contains(body, "0.999") {
+		t.Fatalf("report: %d, want 200 showing spam_probability 0.999:\n%s", w.Code, body)
+	}
+	if strings.Contains(body, "zzsecretword") || strings.Contains(body, "spam_tokens") {
+		t.Errorf("the report page shows the classifier's tokens:\n%s", body)
+	}
 }

@@ -39,11 +39,14 @@ usage:
   sluice check [DIR] | --config FILE                  load and type-check a rules directory (or a config and its rules)
   sluice test [--rules DIR] [--junit FILE] [--coverage] [-v] PATH...
                                                       replay *.test.yaml fixtures against the rules
-  sluice explain [--rules DIR] [--context FILE] [--json] MESSAGE.eml
+  sluice explain [--rules DIR] [--context FILE] [--config FILE] [--json] MESSAGE.eml
                                                       print the verdict on a message and why
   sluice scan [--rules DIR] [--context FILE] [--config FILE] [--json] [--hits] [-j N] [ham=|spam=]PATH...
                                                       judge every message in files, directories, Maildirs and mboxes:
                                                       PATH[:N] ACTION SCORE RULES per message, then a summary
+  sluice learn spam|ham|forget [--config FILE] PATH...
+                                                      train the relay's classifier (spam_probability) on messages,
+                                                      or remove them from it
   sluice facts                                        list the facts and functions rules can use
   sluice dkim keygen [--type rsa|ed25519] [--bits N] [--out PATH] DOMAIN SELECTOR
                                                       write a DKIM signing key (0600) and print the TXT record to publish
@@ -51,7 +54,7 @@ usage:
 
 DIR and --rules default to rules.d. --config defaults to $SLUICE_CONFIG, else the
 embedded default, whose state is ./sluice-state; relative paths in a config file are
-relative to the file's directory. hold, queue, list and decision act on that state through the
+relative to the file's directory. hold, queue, list, decision and learn act on that state through the
 running relay, or directly when it is stopped, and refuse a state that does not exist.
 `
 
@@ -89,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdExplain(rest, stdout, stderr)
 	case "scan":
 		return cmdScan(rest, stdout, stderr)
+	case "learn":
+		return cmdLearn(rest, stdout, stderr)
 	case "dkim":
 		return cmdDkim(rest, stdout, stderr)
 	case "facts":
@@ -274,13 +279,22 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	rules := fs.String("rules", "rules.d", "rules directory")
 	ctxFile := fs.String("context", "", "YAML `FILE` with the session context (the keys of a fixture's context)")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON")
+	config := fs.String("config", "", "config `FILE`: its rules directory (unless --rules is given) and the classifier of its state")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: sluice explain [--rules DIR] [--context FILE] [--json] MESSAGE.eml")
+		fmt.Fprintln(stderr, "usage: sluice explain [--rules DIR] [--context FILE] [--config FILE] [--json] MESSAGE.eml")
 		return 2
+	}
+	if *config != "" && !flagGiven(fs, "rules") {
+		cfg, err := server.LoadConfig(*config)
+		if err != nil {
+			fmt.Fprintf(stderr, "sluice explain: %v\n", err)
+			return 1
+		}
+		*rules = cfg.RulesDir
 	}
 	raw, err := os.ReadFile(pos[0])
 	if err != nil {
@@ -297,6 +311,11 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	rs, ok := loadRules(*rules, stderr)
 	if !ok {
 		return 1
+	}
+	if *config != "" {
+		cls, closeCls := configClassifier("explain", *config, stderr)
+		defer closeCls()
+		c.Classifier = cls
 	}
 	in, env, err := c.Input(rs.Registry(), raw)
 	if err != nil {

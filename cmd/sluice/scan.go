@@ -46,7 +46,7 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("scan", stderr)
 	rules := fs.String("rules", "rules.d", "rules directory")
 	ctxFile := fs.String("context", "", "YAML `FILE` with the session context applied to every message")
-	config := fs.String("config", "", "config `FILE` (for now: the rules directory it names, unless --rules is given)")
+	config := fs.String("config", "", "config `FILE`: its rules directory (unless --rules is given) and the classifier of its state")
 	asJSON := fs.Bool("json", false, "print one JSON object per message, and no summary")
 	hits := fs.Bool("hits", false, "add a table of every rule's hits (per ham= and spam= label when given)")
 	jobs := fs.Int("j", runtime.GOMAXPROCS(0), "evaluate `N` messages at a time")
@@ -75,6 +75,11 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "sluice scan: %v\n", err)
 			return 1
 		}
+	}
+	if *config != "" {
+		cls, closeCls := configClassifier("scan", *config, stderr)
+		defer closeCls()
+		c.Classifier = cls
 	}
 	rs, ok := loadRules(*rules, stderr)
 	if !ok {
