@@ -216,40 +216,10 @@ func TestKillDuringCompaction(t *testing.T) {
 	if want < 100 {
 		t.Fatalf("only %d messages acknowledged: the test did not load the relay", want)
 	}
-	// Everything acknowledged must arrive; the last process delivers what
-	// earlier ones left in the spool.
-	deadline := time.Now().Add(30 * time.Second)
-	var lost []string
-	for {
-		got := map[string]int{}
-		for _, m := range k.messages() {
-			for _, line := range strings.Split(string(m.Data), "\r\n") {
-				if s, ok := strings.CutPrefix(line, "Subject: "); ok {
-					got[s]++
-					break
-				}
-			}
-		}
-		lost = lost[:0]
-		for s := range acked {
-			if got[s] == 0 {
-				lost = append(lost, s)
-			}
-		}
-		if len(lost) == 0 || time.Now().After(deadline) {
-			dups, unacked := 0, 0
-			for s, n := range got {
-				dups += n - 1
-				if !acked[s] {
-					unacked++
-				}
-			}
-			t.Logf("compaction kill test: %d attempts, %d acknowledged, %d delivered, losses %d, duplicates %d, delivered without a 250 (cut mid-reply) %d; %d compactions logged, %d of 10 kills mid-compaction (%d while copying live messages)",
-				attempts, want, len(got), len(lost), dups, unacked, compactions, midCompaction, midCopy)
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	o := awaitAcked(k, acked)
+	lost := o.lost
+	t.Logf("compaction kill test: %d attempts, %d acknowledged, %d delivered, losses %d, duplicates %d, delivered without a 250 (cut mid-reply) %d; %d compactions logged, %d of 10 kills mid-compaction (%d while copying live messages)",
+		attempts, want, o.delivered, len(lost), o.dups, o.unacked, compactions, midCompaction, midCopy)
 	if len(lost) > 0 {
 		t.Errorf("%d acknowledged messages lost: %v", len(lost), lost)
 	}

@@ -203,10 +203,31 @@ func TestCrashLosesNothing(t *testing.T) {
 	if want < 50 {
 		t.Fatalf("only %d messages acknowledged: the test did not exercise the relay", want)
 	}
-	// Everything acknowledged must arrive; the last process delivers what
-	// earlier ones left in the spool.
+	o := awaitAcked(k, acked)
+	lost := o.lost
+	t.Logf("crash test: %d attempts, %d acknowledged, %d delivered, losses %d, duplicates %d, delivered without a 250 (cut mid-reply) %d",
+		attempts, want, o.delivered, len(lost), o.dups, o.unacked)
+	if len(lost) > 0 {
+		t.Errorf("%d acknowledged messages lost: %v", len(lost), lost)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("SIGTERM: %v", err)
+	}
+}
+
+// ackedOutcome is what arrived of the messages a crash test got a 250 for.
+type ackedOutcome struct {
+	lost                     []string
+	delivered, dups, unacked int
+}
+
+// awaitAcked waits up to 30 s for every acknowledged subject to reach the
+// sink (the last relay delivers what the killed ones left in the spool)
+// and counts what arrived: lost, duplicated, and delivered without a 250
+// (the kill cut the reply after the message was spooled).
+func awaitAcked(k *sink, acked map[string]bool) ackedOutcome {
 	deadline := time.Now().Add(30 * time.Second)
-	var lost []string
 	for {
 		got := map[string]int{}
 		for _, m := range k.messages() {
@@ -217,32 +238,23 @@ func TestCrashLosesNothing(t *testing.T) {
 				}
 			}
 		}
-		lost = lost[:0]
+		var o ackedOutcome
 		for s := range acked {
 			if got[s] == 0 {
-				lost = append(lost, s)
+				o.lost = append(o.lost, s)
 			}
 		}
-		if len(lost) == 0 || time.Now().After(deadline) {
-			dups, unacked := 0, 0
+		if len(o.lost) == 0 || time.Now().After(deadline) {
+			o.delivered = len(got)
 			for s, n := range got {
-				dups += n - 1
+				o.dups += n - 1
 				if !acked[s] {
-					unacked++
+					o.unacked++
 				}
 			}
-			t.Logf("crash test: %d attempts, %d acknowledged, %d delivered, losses %d, duplicates %d, delivered without a 250 (cut mid-reply) %d",
-				attempts, want, len(got), len(lost), dups, unacked)
-			break
+			return o
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	if len(lost) > 0 {
-		t.Errorf("%d acknowledged messages lost: %v", len(lost), lost)
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.cmd.Wait(); err != nil {
-		t.Errorf("SIGTERM: %v", err)
 	}
 }
 

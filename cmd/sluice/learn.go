@@ -47,9 +47,9 @@ func cmdLearn(args []string, stdout, stderr io.Writer) int {
 	defer closeFn()
 
 	ctx := context.Background()
-	var prog *learnProgress
+	var prog *progress
 	if isTerminal(stderr) {
-		prog = &learnProgress{w: stderr, start: time.Now()}
+		prog = &progress{w: stderr, verb: "learned", start: time.Now()}
 	}
 	results := map[string]int{}
 	code, failed, n := 0, 0, 0
@@ -134,30 +134,4 @@ func configClassifier(cmd, config string, stderr io.Writer) (builtins.Classifier
 	}
 	fmt.Fprintf(stderr, "sluice %s: no classifier: spam_probability is 0.5\n", cmd)
 	return nil, func() {}
-}
-
-// learnProgress is the line on a terminal saying how far learning is.
-type learnProgress struct {
-	w           io.Writer
-	start, last time.Time
-	shown       bool
-}
-
-func (p *learnProgress) tick(n int) {
-	if p == nil {
-		return
-	}
-	now := time.Now()
-	if now.Sub(p.last) < 200*time.Millisecond {
-		return
-	}
-	p.last, p.shown = now, true
-	fmt.Fprintf(p.w, "\r\033[Klearned %d messages, %.0f msg/s", n, float64(n)/now.Sub(p.start).Seconds())
-}
-
-func (p *learnProgress) clear() {
-	if p != nil && p.shown {
-		fmt.Fprint(p.w, "\r\033[K")
-		p.shown = false
-	}
 }

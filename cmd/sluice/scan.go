@@ -104,7 +104,7 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 	enc := json.NewEncoder(out)
 	var prog *progress
 	if isTerminal(stderr) {
-		prog = &progress{w: stderr, start: time.Now()}
+		prog = &progress{w: stderr, verb: "scanned", start: time.Now()}
 	}
 	code := 0
 	for j := range scanAll(context.Background(), rs, &c, srcs, *jobs) {
@@ -407,9 +407,11 @@ func (s *scanStats) writeSummary(w io.Writer) {
 	fmt.Fprintln(w, line(&s.total))
 }
 
-// progress is the line on a terminal saying how far a long scan is.
+// progress is the line on a terminal saying how far a long run (scan,
+// learn) is: "VERB N messages, R msg/s".
 type progress struct {
 	w     io.Writer
+	verb  string
 	start time.Time
 	last  time.Time
 	shown bool
@@ -425,12 +427,13 @@ func (p *progress) tick(n int) {
 	}
 	p.last, p.shown = now, true
 	rate := float64(n) / now.Sub(p.start).Seconds()
-	fmt.Fprintf(p.w, "\r\033[Kscanned %d messages, %.0f msg/s", n, rate)
+	fmt.Fprintf(p.w, "\r\033[K%s %d messages, %.0f msg/s", p.verb, n, rate)
 }
 
 func (p *progress) clear() {
 	if p != nil && p.shown {
 		fmt.Fprint(p.w, "\r\033[K")
+		p.shown = false
 	}
 }
 
