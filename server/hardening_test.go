@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -540,5 +541,46 @@ func TestClientCannotPoseAsTheRelay(t *testing.T) {
 	}
 	if !strings.Contains(head, "Authentication-Results: mx.upstream.test; spf=fail") {
 		t.Errorf("another host's results were removed:\n%s", head)
+	}
+}
+
+// TestShutdownEndsSessionAfterItsTransaction: a transaction under way when
+// Shutdown begins finishes with its 250, and the session then ends with
+// 421 instead of holding Shutdown for a whole command timeout (5 min by
+// default: a test that shut down just after a message, before go-smtp had
+// reset the session, once stalled make test for 300 s).
+func TestShutdownEndsSessionAfterItsTransaction(t *testing.T) {
+	k := newSink(t)
+	cfg := testConfig(t, k)
+	r := startRelay(t, cfg, noLimitRules)
+	c := dialRaw(t, r.addrs["plain"])
+	c.must("EHLO client.test", 250)
+	c.must("MAIL FROM:<someone@example.org>", 250)
+	c.must("RCPT TO:<box@local.test>", 250)
+	done := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { done <- r.srv.Shutdown(ctx) }()
+	for !r.srv.closing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	c.must("DATA", 354)
+	c.send("From: someone@example.org\r\nTo: box@local.test\r\nSubject: last one\r\n\r\nbody\r\n.\r\n")
+	if code, text := c.reply(); code != 250 {
+		t.Fatalf("end of DATA during shutdown: %d %s, want 250", code, text)
+	}
+	if code, text := c.cmd("NOOP"); code != 421 && code != 0 {
+		t.Errorf("NOOP after the transaction, during shutdown: %d %s, want 421 or the connection closed", code, text)
+	}
+	if !c.closed(5 * time.Second) {
+		t.Error("the session is still open after its transaction, during shutdown")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Shutdown still waits on a session whose transaction ended")
 	}
 }

@@ -89,6 +89,10 @@ type Server struct {
 	smtps    []*smtp.Server
 	sessions sync.WaitGroup
 	closing  atomic.Bool
+	// shutdown makes Shutdown run once; a second call gets the first's
+	// result (the store and the spool close only once).
+	shutdown    sync.Once
+	shutdownErr error
 }
 
 // New builds a relay from cfg: it loads the rules (which must load), opens
@@ -307,8 +311,14 @@ func (s *Server) closeListeners() {
 
 // Shutdown stops accepting connections, lets sessions finish until ctx is
 // done, then closes what is left and stops delivery. Everything that got a
-// 250 is in the spool; an interrupted DATA never got one.
+// 250 is in the spool; an interrupted DATA never got one. Calling it again
+// returns the first call's result.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdown.Do(func() { s.shutdownErr = s.shutDown(ctx) })
+	return s.shutdownErr
+}
+
+func (s *Server) shutDown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.closeListeners()
 	// Sessions between messages are told to come back later now; those in
@@ -316,9 +326,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	for tc := range s.open {
 		if !tc.busy.Load() {
-			tc.SetWriteDeadline(time.Now().Add(time.Second))
-			fmt.Fprint(tc.Conn, "421 4.3.2 Service shutting down, try again later\r\n")
-			tc.Conn.Close()
+			tc.shutDown()
 		}
 	}
 	s.mu.Unlock()
@@ -524,12 +532,31 @@ type trackedConn struct {
 	// closeAfter closes the connection once the next reply is written
 	// (a 421 that ends the session).
 	closeAfter atomic.Bool
+	// goodbye: the session was told the relay is shutting down.
+	goodbye sync.Once
 }
 
-// Read marks the connection timed out at the first deadline it hits.
+// shutDown tells the client the relay is going away and ends the session.
+func (c *trackedConn) shutDown() {
+	c.goodbye.Do(func() {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		fmt.Fprint(c.Conn, "421 4.3.2 Service shutting down, try again later\r\n")
+		c.Conn.Close()
+	})
+}
+
+// Read marks the connection timed out at the first deadline it hits. A
+// read between transactions while the relay shuts down ends the session:
+// a transaction under way when Shutdown began (or whose end go-smtp had
+// not yet reported by Reset) finishes, and the client is then told to
+// come back later instead of being waited on for a whole command timeout.
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if c.timedOut.Load() {
 		return 0, os.ErrDeadlineExceeded
+	}
+	if c.s.closing.Load() && !c.busy.Load() {
+		c.shutDown()
+		return 0, net.ErrClosed
 	}
 	n, err := c.Conn.Read(p)
 	if err != nil {
