@@ -718,7 +718,7 @@ func (c *Client) Data() (*DataCommand, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DataCommand{client: c, wc: c.text.DotWriter()}, nil
+	return &DataCommand{client: c, wc: &dotWriter{bw: c.text.W}}, nil
 }
 
 // SendMail will use an existing connection to send an email from
@@ -1125,6 +1125,6 @@ func (c *Client) Transaction(from string, to []string) (*TransactionResult, erro
 		}
 		return res, nil
 	}
-	res.Data = &DataCommand{client: c, wc: c.text.DotWriter()}
+	res.Data = &DataCommand{client: c, wc: &dotWriter{bw: c.text.W}}
 	return res, nil
 }
