@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sluicemail/sluice/builtins"
@@ -60,141 +59,21 @@ func (c *ClassifierConfig) finish() error {
 	return nil
 }
 
-// MinLearned is how many ham and how many spam the classifier needs before
-// spam_probability leaves 0.5 (SPEC 7).
-const MinLearned = 200
-
-// OpenClassifier is the classifier kept in a relay's store.
+// OpenClassifier is the classifier kept in a relay's store (it stays at
+// 0.5 until classify.DefaultMinLearned ham and spam are learned).
 func OpenClassifier(st store.Store, now func() time.Time) (*classify.Classifier, error) {
-	return classify.Open(st, classify.Options{MinLearned: MinLearned, Now: now})
+	return classify.Open(st, classify.Options{Now: now})
 }
 
-// Learn operations, as `sluice learn` names them.
-const (
-	LearnSpam   = "spam"
-	LearnHam    = "ham"
-	LearnForget = "forget"
-)
-
-// Learn results: what one message did to the classifier.
-const (
-	Learned   = "learned"   // new to it
-	Known     = "known"     // already learned as that class
-	Moved     = "moved"     // learned before as the other class
-	Forgotten = "forgotten" // forget: removed
-	Unknown   = "unknown"   // forget: it was never learned
-)
-
-// Learner learns messages into a classifier one at a time and says what
-// each did. Its lock keeps the counts it reads around a Learn its own: a
-// relay's console, autolearn and `sluice learn` go through one Learner.
-type Learner struct {
-	mu sync.Mutex
-	c  *classify.Classifier
-}
-
-// NewLearner learns into c.
-func NewLearner(c *classify.Classifier) *Learner { return &Learner{c: c} }
-
-// Learn learns raw as op (LearnSpam, LearnHam, LearnForget).
-func (l *Learner) Learn(ctx context.Context, op string, raw []byte) (string, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch op {
-	case LearnForget:
-		found, err := l.c.Forget(ctx, raw)
-		if err != nil || !found {
-			return Unknown, err
+// newAutolearner is the relay's autolearn worker: its results go to the
+// metrics and the log.
+func (s *Server) newAutolearner(size int) *classify.Autolearner {
+	return classify.NewAutolearner(s.learner, size, storeTimeout, func(op, res string, err error) {
+		if err != nil {
+			s.log.Warn("autolearn", "as", op, "err", err.Error())
 		}
-		return Forgotten, nil
-	case LearnSpam, LearnHam:
-	default:
-		return "", fmt.Errorf("learn %q: want spam, ham or forget", op)
-	}
-	// The classifier says whether it changed; the counts tell a new
-	// message from one that moved class (another relay sharing a Redis
-	// store may blur that split, never the sum).
-	ham0, spam0, err := l.c.Counts(ctx)
-	if err != nil {
-		return "", err
-	}
-	changed, err := l.c.Learn(ctx, raw, op == LearnSpam)
-	if err != nil || !changed {
-		return Known, err
-	}
-	ham1, spam1, err := l.c.Counts(ctx)
-	if err != nil {
-		return Learned, nil
-	}
-	if ham1+spam1 == ham0+spam0 {
-		return Moved, nil
-	}
-	return Learned, nil
-}
-
-// Counts are the messages learned as ham and as spam.
-func (l *Learner) Counts(ctx context.Context) (ham, spam int, err error) {
-	return l.c.Counts(ctx)
-}
-
-// SpamProbability is the classifier's verdict on a raw message.
-func (l *Learner) SpamProbability(ctx context.Context, raw []byte) (float64, []string, error) {
-	return l.c.SpamProbability(ctx, builtins.Parse(raw, builtins.Limits{}))
-}
-
-// learnJob is a message autolearn queued.
-type learnJob struct {
-	raw  []byte
-	spam bool
-}
-
-// autolearner trains the classifier on confident verdicts off the SMTP
-// reply path: Data only queues a copy, and a full queue drops it.
-type autolearner struct {
-	s    *Server
-	q    chan learnJob
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-func newAutolearner(s *Server, size int) *autolearner {
-	return &autolearner{s: s, q: make(chan learnJob, size), stop: make(chan struct{}), done: make(chan struct{})}
-}
-
-// start runs the worker until ctx ends or shutdown.
-func (a *autolearner) start(ctx context.Context) {
-	go func() {
-		defer close(a.done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-a.stop:
-				return
-			case j := <-a.q:
-				op := LearnHam
-				if j.spam {
-					op = LearnSpam
-				}
-				lctx, cancel := storeCtx(ctx)
-				res, err := a.s.learner.Learn(lctx, op, j.raw)
-				cancel()
-				if err != nil {
-					a.s.log.Warn("autolearn", "as", op, "err", err.Error())
-					res = "error"
-				}
-				a.s.metrics.Learned("autolearn", res)
-			}
-		}
-	}()
-}
-
-// shutdown stops the worker after the message it is learning; what is
-// still queued is not learned.
-func (a *autolearner) shutdown() {
-	a.once.Do(func() { close(a.stop) })
-	<-a.done
+		s.metrics.Learned("autolearn", res)
+	})
 }
 
 // autolearnMaxBytes bounds the messages autolearn copies into its queue,
@@ -225,9 +104,7 @@ func (s *Server) autolearn(in *builtins.Input, v *engine.Verdict, raw []byte) {
 	default:
 		return
 	}
-	select {
-	case s.auto.q <- learnJob{raw: bytes.Clone(raw), spam: spam}:
-	default:
+	if !s.auto.Offer(bytes.Clone(raw), spam) {
 		s.metrics.Learned("autolearn", "dropped")
 	}
 }
@@ -344,7 +221,7 @@ func (s *Server) adminClassifier(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("POST /classifier/learn/{op}", func(w http.ResponseWriter, r *http.Request) {
 		op := r.PathValue("op")
-		if op != LearnSpam && op != LearnHam && op != LearnForget {
+		if op != classify.LearnSpam && op != classify.LearnHam && op != classify.LearnForget {
 			http.Error(w, "want spam, ham or forget", http.StatusBadRequest)
 			return
 		}
@@ -399,7 +276,7 @@ func (a *AdminClient) post(ctx context.Context, path string, raw []byte, out any
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
-// Learn has the running relay learn raw as op (LearnSpam, LearnHam,
+// Learn has the running relay learn raw as op (classify.LearnSpam, LearnHam,
 // LearnForget) and says what it did (Learned, Known, ...).
 func (a *AdminClient) Learn(ctx context.Context, op string, raw []byte) (string, error) {
 	var r struct{ Result string }

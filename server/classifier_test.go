@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/classify"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/metrics"
 	"github.com/sluicemail/sluice/queue"
@@ -131,7 +132,7 @@ func TestConsoleLearnsHeldMessages(t *testing.T) {
 	// What was learned is the message as its sender wrote it: learned
 	// again from the original, it is already known.
 	orig := []byte(message("sender@remote.test", "bob@local.test", "[review] unwanted"))
-	if res, err := r.srv.learner.Learn(context.Background(), LearnSpam, orig); err != nil || res != Known {
+	if res, err := r.srv.learner.Learn(context.Background(), classify.LearnSpam, orig); err != nil || res != classify.Known {
 		t.Errorf("the original of the message deleted as spam: %s %v, want known", res, err)
 	}
 	if got := scrapeMetrics(t, r)["sluice_classifier_learned_total{result=learned,source=console}"]; got != 2 {
@@ -189,7 +190,7 @@ func TestAutolearn(t *testing.T) {
 		t.Errorf("sluice_classifier_learned_total{source=autolearn,result=learned} = %g, want 2", got)
 	}
 	orig := []byte(message("sender@remote.test", "bob@local.test", "lunch tomorrow"))
-	if res, _ := r.srv.learner.Learn(context.Background(), LearnHam, orig); res != Known {
+	if res, _ := r.srv.learner.Learn(context.Background(), classify.LearnHam, orig); res != classify.Known {
 		t.Errorf("the ham autolearned is %s, want known", res)
 	}
 }
@@ -203,13 +204,13 @@ func TestAutolearnQueueFull(t *testing.T) {
 	}
 	s := &Server{metrics: metrics.New()}
 	s.cfg.Store(cfg)
-	s.auto = newAutolearner(s, 1) // never started: nothing takes from the queue
+	s.auto = s.newAutolearner(1) // never started: nothing takes from the queue
 	v := &engine.Verdict{Action: engine.Reject, Score: 20}
 	in := &builtins.Input{ClientIP: "192.0.2.1"} // not outbound
 	for range 3 {
 		s.autolearn(in, v, []byte("Subject: x\r\n\r\nbody\r\n"))
 	}
-	if n := len(s.auto.q); n != 1 {
+	if n := s.auto.Queued(); n != 1 {
 		t.Errorf("queued %d, want 1", n)
 	}
 	if got := scrapeMetrics(t, &relay{srv: s})["sluice_classifier_learned_total{result=dropped,source=autolearn}"]; got != 2 {

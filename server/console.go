@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sluicemail/sluice/classify"
 	"github.com/sluicemail/sluice/engine"
 	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
@@ -79,7 +80,7 @@ func (c consoleRelay) Release(ctx context.Context, id string) error {
 	s.delivery.Enqueue(id, now)
 	if env != nil && msg != nil {
 		// The release stands whatever the store says.
-		if res, err := s.learnHeld(ctx, env, msg, LearnHam); err != nil {
+		if res, err := s.learnHeld(ctx, env, msg, classify.LearnHam); err != nil {
 			s.log.Warn("console: release not learned", "id", id, "err", err.Error())
 		} else if res != "" {
 			s.log.Info("console: release learned as ham", "id", id, "result", res)
@@ -104,7 +105,7 @@ func (c consoleRelay) DeleteHeldAsSpam(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.learnHeld(ctx, env, msg, LearnSpam)
+	res, err := s.learnHeld(ctx, env, msg, classify.LearnSpam)
 	if err != nil {
 		return err
 	}

@@ -78,8 +78,8 @@ type Server struct {
 	// cls is the classifier in the store, learner its one door for
 	// learning, auto the autolearn queue (classifier.go).
 	cls     *classify.Classifier
-	learner *Learner
-	auto    *autolearner
+	learner *classify.Learner
+	auto    *classify.Autolearner
 
 	mu       sync.Mutex
 	open     map[*trackedConn]bool
@@ -120,7 +120,8 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("classifier: %w", err)
 	}
-	s.learner, s.auto = NewLearner(s.cls), newAutolearner(s, cfg.Classifier.AutolearnQueue)
+	s.learner = classify.NewLearner(s.cls)
+	s.auto = s.newAutolearner(cfg.Classifier.AutolearnQueue)
 	if s.dns, err = newDNS(cfg, opts); err != nil {
 		return nil, err
 	}
@@ -262,7 +263,7 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 		s.log.Warn("admin socket not available; `sluice list` needs the relay stopped", "err", err.Error())
 	}
 	s.delivery.Start(ctx)
-	s.auto.start(ctx)
+	s.auto.Start(ctx)
 	return out, nil
 }
 
@@ -345,7 +346,7 @@ func (s *Server) shutDown(ctx context.Context) error {
 		srv.Close()
 	}
 	s.delivery.Stop(ctx)
-	s.auto.shutdown()
+	s.auto.Shutdown()
 	s.store.Close()
 	if cerr := s.spool.Close(); err == nil {
 		err = cerr

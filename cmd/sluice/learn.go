@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/classify"
 	"github.com/sluicemail/sluice/ruletest"
 	"github.com/sluicemail/sluice/server"
 )
@@ -15,7 +16,7 @@ const learnUsage = "usage: sluice learn spam|ham|forget [--config FILE] PATH..."
 
 // learner is the classifier as `sluice learn` reaches it: the running
 // relay's (server.AdminClient) or the store's, opened directly
-// (server.Learner).
+// (classify.Learner).
 type learner interface {
 	Learn(ctx context.Context, op string, raw []byte) (string, error)
 	Counts(ctx context.Context) (ham, spam int, err error)
@@ -30,7 +31,7 @@ func cmdLearn(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return 2
 	}
-	if len(pos) < 2 || (pos[0] != server.LearnSpam && pos[0] != server.LearnHam && pos[0] != server.LearnForget) {
+	if len(pos) < 2 || (pos[0] != classify.LearnSpam && pos[0] != classify.LearnHam && pos[0] != classify.LearnForget) {
 		fmt.Fprintln(stderr, learnUsage)
 		return 2
 	}
@@ -74,11 +75,11 @@ func cmdLearn(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	prog.clear()
-	if op == server.LearnForget {
-		fmt.Fprintf(stdout, "forgot %d, not learned %d, errors %d\n", results[server.Forgotten], results[server.Unknown], failed)
+	if op == classify.LearnForget {
+		fmt.Fprintf(stdout, "forgot %d, not learned %d, errors %d\n", results[classify.Forgotten], results[classify.Unknown], failed)
 	} else {
 		fmt.Fprintf(stdout, "learned %d as %s, already known %d, moved %d, errors %d\n",
-			results[server.Learned], op, results[server.Known], results[server.Moved], failed)
+			results[classify.Learned], op, results[classify.Known], results[classify.Moved], failed)
 	}
 	ham, spam, err := l.Counts(ctx)
 	if err != nil {
@@ -86,8 +87,8 @@ func cmdLearn(args []string, stdout, stderr io.Writer) int {
 		return max(code, 1)
 	}
 	fmt.Fprintf(stdout, "classifier: %d ham, %d spam learned\n", ham, spam)
-	if ham < server.MinLearned || spam < server.MinLearned {
-		fmt.Fprintf(stdout, "spam_probability stays 0.5 until at least %d ham and %d spam are learned\n", server.MinLearned, server.MinLearned)
+	if ham < classify.DefaultMinLearned || spam < classify.DefaultMinLearned {
+		fmt.Fprintf(stdout, "spam_probability stays 0.5 until at least %d ham and %d spam are learned\n", classify.DefaultMinLearned, classify.DefaultMinLearned)
 	}
 	if failed > 0 && code == 0 {
 		code = 1
@@ -110,7 +111,7 @@ func (rs *relayState) learner() (learner, func(), error) {
 		closeFn()
 		return nil, nil, err
 	}
-	return server.NewLearner(c), closeFn, nil
+	return classify.NewLearner(c), closeFn, nil
 }
 
 // configClassifier is the classifier scan and explain use with --config
