@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // SIGKILL, again and again, with segments so small that compaction runs
 // all the time: every message whose Put returned is there after each kill,
 // once, whole and in the right area; every one whose Remove returned is
-// gone. The writer is this test binary run again (TestSpoolKilledChild),
+// gone. The writer is this test binary run again (see TestMain),
 // telling on stdout what returned.
 func TestSpoolKilled(t *testing.T) {
 	dir := t.TempDir()
@@ -29,7 +30,7 @@ func TestSpoolKilled(t *testing.T) {
 	moved := map[string]bool{}    // Move returned
 	midCompaction, total := 0, 0
 	for round := range 8 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestSpoolKilledChild$")
+		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), "SLUICE_SPOOL_CHILD="+dir, fmt.Sprintf("SLUICE_SPOOL_ROUND=%d", round))
 		var out bytes.Buffer
 		var omu sync.Mutex
@@ -142,14 +143,22 @@ func childContent(id string) []byte {
 	return bytes.Repeat([]byte(id+" 0123456789abcdef\r\n"), 40)
 }
 
-// TestSpoolKilledChild is the writer TestSpoolKilled kills; it does
-// nothing on its own.
-func TestSpoolKilledChild(t *testing.T) {
-	dir := os.Getenv("SLUICE_SPOOL_CHILD")
-	if dir == "" {
-		t.Skip("run by TestSpoolKilled")
+// TestMain runs the test binary as the writer TestSpoolKilled kills when
+// it is started with SLUICE_SPOOL_CHILD, and as the tests otherwise.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("SLUICE_SPOOL_CHILD"); dir != "" {
+		if err := spoolKilledChild(dir, os.Getenv("SLUICE_SPOOL_ROUND")); err != nil {
+			fmt.Fprintln(os.Stderr, "spool writer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
-	round := os.Getenv("SLUICE_SPOOL_ROUND")
+	os.Exit(m.Run())
+}
+
+// spoolKilledChild writes to the spool in dir, compacting all the time,
+// until it is killed (or a write fails).
+func spoolKilledChild(dir, round string) error {
 	var mu sync.Mutex
 	say := func(verb, id string) {
 		mu.Lock()
@@ -168,10 +177,11 @@ func TestSpoolKilledChild(t *testing.T) {
 	}
 	sp, err := openSpool(dir, o)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	say("open", "")
 	var wg sync.WaitGroup
+	var failed atomic.Value
 	for w := range 16 {
 		wg.Add(1)
 		go func() {
@@ -180,7 +190,7 @@ func TestSpoolKilledChild(t *testing.T) {
 				id := fmt.Sprintf("R%sW%02dN%06d", round, w, n)
 				env := &Envelope{ID: id, From: "a@b.test", Rcpts: []RcptState{{Addr: "c@d.test", Status: StatusPending}}}
 				if err := sp.Put(AreaQueue, env, childContent(id)); err != nil {
-					t.Error(err)
+					failed.CompareAndSwap(nil, err)
 					return
 				}
 				say("A", id)
@@ -201,4 +211,6 @@ func TestSpoolKilledChild(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	err, _ = failed.Load().(error)
+	return err
 }
