@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -122,56 +121,15 @@ func TestKillDuringCompaction(t *testing.T) {
 	spoolSegs := filepath.Join(filepath.Dir(cfgPath), "state", "spool", "seg")
 	p := startKillable(t, bin, cfgPath, addr)
 
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	attempts := 0
 	stop := make(chan struct{})
-	var clients sync.WaitGroup
 	body := strings.Repeat("Twenty-nine bytes of padding.\r\n", 64) // 2 KB: a segment holds a few
-	for w := range 4 {
-		clients.Add(1)
-		go func() {
-			defer clients.Done()
-			var c *smtp.Client
-			defer func() {
-				if c != nil {
-					c.Close()
-				}
-			}()
-			for n := 1; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if c == nil {
-					var err error
-					if c, err = smtp.Dial(addr); err != nil {
-						c = nil
-						time.Sleep(10 * time.Millisecond)
-						continue
-					}
-					if c.Hello("client.test") != nil {
-						c.Close()
-						c = nil
-						continue
-					}
-				}
-				subj := fmt.Sprintf("compact-%d-%d", w, n)
-				mu.Lock()
-				attempts++
-				mu.Unlock()
-				if _, err := send(c, "app@example.com", []string{"bob@example.org"}, message("app@example.com", "bob@example.org", subj)+body); err != nil {
-					c.Close()
-					c = nil
-					continue
-				}
-				mu.Lock()
-				acked[subj] = true
-				mu.Unlock()
-			}
-		}()
-	}
+	var attempts int
+	var acked map[string]bool
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		attempts, acked = keepSending(addr, "compact", body, 4, stop)
+	}()
 
 	midCompaction, midCopy, compactions := 0, 0, 0
 	var failures []string
@@ -208,11 +166,8 @@ func TestKillDuringCompaction(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
-	clients.Wait()
-
-	mu.Lock()
+	<-sent
 	want := len(acked)
-	mu.Unlock()
 	if want < 100 {
 		t.Fatalf("only %d messages acknowledged: the test did not load the relay", want)
 	}

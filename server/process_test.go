@@ -141,51 +141,13 @@ func TestCrashLosesNothing(t *testing.T) {
 	cfgPath, addr, _ := writeProcConfig(t, k, "rules: []\n", "")
 	p := startProc(t, bin, cfgPath, addr)
 
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	attempts := 0
 	stop := make(chan struct{})
+	var attempts int
+	var acked map[string]bool
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		n := 0
-		var c *smtp.Client
-		for {
-			select {
-			case <-stop:
-				if c != nil {
-					c.Close()
-				}
-				return
-			default:
-			}
-			if c == nil {
-				var err error
-				if c, err = smtp.Dial(addr); err != nil {
-					c = nil
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				if c.Hello("client.test") != nil {
-					c.Close()
-					c = nil
-					continue
-				}
-			}
-			n++
-			subj := fmt.Sprintf("crash-%d", n)
-			mu.Lock()
-			attempts++
-			mu.Unlock()
-			if _, err := send(c, "app@example.com", []string{"bob@example.org"}, message("app@example.com", "bob@example.org", subj)); err != nil {
-				c.Close()
-				c = nil
-				continue
-			}
-			mu.Lock()
-			acked[subj] = true
-			mu.Unlock()
-		}
+		attempts, acked = keepSending(addr, "crash", "", 1, stop)
 	}()
 	for range 10 {
 		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
@@ -196,10 +158,7 @@ func TestCrashLosesNothing(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	<-done
-
-	mu.Lock()
 	want := len(acked)
-	mu.Unlock()
 	if want < 50 {
 		t.Fatalf("only %d messages acknowledged: the test did not exercise the relay", want)
 	}
@@ -214,6 +173,63 @@ func TestCrashLosesNothing(t *testing.T) {
 	if err := p.cmd.Wait(); err != nil {
 		t.Errorf("SIGTERM: %v", err)
 	}
+}
+
+// keepSending runs n clients that send to addr until stop closes, each
+// message's subject prefix-CLIENT-N with body after its header, dialling
+// again whenever the relay goes away (a crash test kills it). It returns
+// when every client has ended: the attempts made, and the subjects that
+// got a 250.
+func keepSending(addr, prefix, body string, n int, stop <-chan struct{}) (attempts int, acked map[string]bool) {
+	var mu sync.Mutex
+	acked = map[string]bool{}
+	var clients sync.WaitGroup
+	for w := range n {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			var c *smtp.Client
+			defer func() {
+				if c != nil {
+					c.Close()
+				}
+			}()
+			for i := 1; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c == nil {
+					var err error
+					if c, err = smtp.Dial(addr); err != nil {
+						c = nil
+						time.Sleep(10 * time.Millisecond)
+						continue
+					}
+					if c.Hello("client.test") != nil {
+						c.Close()
+						c = nil
+						continue
+					}
+				}
+				subj := fmt.Sprintf("%s-%d-%d", prefix, w, i)
+				mu.Lock()
+				attempts++
+				mu.Unlock()
+				if _, err := send(c, "app@example.com", []string{"bob@example.org"}, message("app@example.com", "bob@example.org", subj)+body); err != nil {
+					c.Close()
+					c = nil
+					continue
+				}
+				mu.Lock()
+				acked[subj] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	clients.Wait()
+	return attempts, acked
 }
 
 // ackedOutcome is what arrived of the messages a crash test got a 250 for.
