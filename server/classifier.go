@@ -15,6 +15,7 @@ import (
 	"github.com/sluicemail/sluice/builtins"
 	"github.com/sluicemail/sluice/classify"
 	"github.com/sluicemail/sluice/engine"
+	"github.com/sluicemail/sluice/internal/canon"
 	"github.com/sluicemail/sluice/queue"
 	"github.com/sluicemail/sluice/store"
 )
@@ -153,31 +154,18 @@ func (s *Server) learnHeld(ctx context.Context, env *queue.Envelope, msg []byte,
 }
 
 // unstamp removes the header fields the relay wrote on a message it
-// accepted (stamp): its Received on top, its Authentication-Results, and
-// X-Spam-*, which are all its own (it drops a client's before adding them).
+// accepted (stamp): its Received on top, then, as canon does to what a
+// client brings, its Authentication-Results and X-Spam-* (the relay drops
+// a client's before adding its own, so all of them are its own).
 func unstamp(msg []byte, hostname string) []byte {
-	out := make([]byte, 0, len(msg))
-	rest, first := msg, true
-	for {
-		end := fieldEnd(rest)
-		if end <= 0 {
-			return append(out, rest...)
+	if end := fieldEnd(msg); end > 0 {
+		name, value, _ := strings.Cut(string(msg[:end]), ":")
+		if strings.EqualFold(strings.TrimSpace(name), "received") && strings.Contains(value, "by "+hostname+" (sluice)") {
+			msg = msg[end:]
 		}
-		name, value, _ := strings.Cut(string(rest[:end]), ":")
-		ours := false
-		switch strings.ToLower(strings.TrimSpace(name)) {
-		case "received":
-			ours = first && strings.Contains(value, "by "+hostname+" (sluice)")
-		case "authentication-results":
-			ours = strings.HasPrefix(strings.TrimSpace(value), hostname+";")
-		case "x-spam-flag", "x-spam-score", "x-spam-status":
-			ours = true
-		}
-		if !ours {
-			out = append(out, rest[:end]...)
-		}
-		rest, first = rest[end:], false
 	}
+	out, _ := canon.Message(msg, hostname, nil)
+	return out
 }
 
 // fieldEnd is the length of the header field at the start of b with its
