@@ -141,11 +141,23 @@ func (c *Classifier) LearnParsed(ctx context.Context, raw []byte, p *builtins.Pa
 	if spam {
 		class = store.TokenSpam
 	}
+	prev, err := c.learnAs(ctx, raw, p, class)
+	return err == nil && prev != class, err
+}
+
+// learnAs puts the message in class (store.TokenNone: forgets it) and
+// returns the class it had before, which the store reads in the same
+// atomic step.
+func (c *Classifier) learnAs(ctx context.Context, raw []byte, p *builtins.Parsed, class store.TokenClass) (store.TokenClass, error) {
 	prev, err := c.st.TokenLearn(ctx, c.opt.Model, MessageKey(raw, p.Header), class, c.buckets(p), c.opt.Now())
 	if err != nil {
-		return false, fmt.Errorf("classify: learn: %w", err)
+		op := "learn"
+		if class == store.TokenNone {
+			op = "forget"
+		}
+		return prev, fmt.Errorf("classify: %s: %w", op, err)
 	}
-	return prev != class, nil
+	return prev, nil
 }
 
 func (c *Classifier) buckets(p *builtins.Parsed) []uint32 {
@@ -163,12 +175,8 @@ func (c *Classifier) Forget(ctx context.Context, raw []byte) (found bool, err er
 	if err := checkRaw(raw); err != nil {
 		return false, err
 	}
-	p := parse(raw)
-	prev, err := c.st.TokenLearn(ctx, c.opt.Model, MessageKey(raw, p.Header), store.TokenNone, c.buckets(p), c.opt.Now())
-	if err != nil {
-		return false, fmt.Errorf("classify: forget: %w", err)
-	}
-	return prev != store.TokenNone, nil
+	prev, err := c.learnAs(ctx, raw, parse(raw), store.TokenNone)
+	return err == nil && prev != store.TokenNone, err
 }
 
 // Counts are the learned messages of each class.

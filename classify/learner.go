@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluicemail/sluice/builtins"
+	"github.com/sluicemail/sluice/store"
 )
 
 // Learn operations, as `sluice learn` names them.
@@ -27,11 +28,11 @@ const (
 )
 
 // Learner learns messages into a classifier one at a time and says what
-// each did. Its lock keeps the counts it reads around a Learn its own: a
-// relay's console, autolearn and `sluice learn` go through one Learner.
+// each did, from the class the store had for the message before (read in
+// the same atomic step as the change): a relay's console, autolearn and
+// `sluice learn` go through it.
 type Learner struct {
-	mu sync.Mutex
-	c  *Classifier
+	c *Classifier
 }
 
 // NewLearner learns into c.
@@ -39,38 +40,35 @@ func NewLearner(c *Classifier) *Learner { return &Learner{c: c} }
 
 // Learn learns raw as op (LearnSpam, LearnHam, LearnForget).
 func (l *Learner) Learn(ctx context.Context, op string, raw []byte) (string, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	var class store.TokenClass
 	switch op {
+	case LearnSpam:
+		class = store.TokenSpam
+	case LearnHam:
+		class = store.TokenHam
 	case LearnForget:
-		found, err := l.c.Forget(ctx, raw)
-		if err != nil || !found {
-			return Unknown, err
-		}
-		return Forgotten, nil
-	case LearnSpam, LearnHam:
+		class = store.TokenNone
 	default:
 		return "", fmt.Errorf("learn %q: want spam, ham or forget", op)
 	}
-	// The classifier says whether it changed; the counts tell a new
-	// message from one that moved class (another relay sharing a Redis
-	// store may blur that split, never the sum).
-	ham0, spam0, err := l.c.Counts(ctx)
-	if err != nil {
+	if err := checkRaw(raw); err != nil {
 		return "", err
 	}
-	changed, err := l.c.Learn(ctx, raw, op == LearnSpam)
-	if err != nil || !changed {
-		return Known, err
-	}
-	ham1, spam1, err := l.c.Counts(ctx)
-	if err != nil {
+	prev, err := l.c.learnAs(ctx, raw, parse(raw), class)
+	switch {
+	case err != nil:
+		return "", err
+	case class == store.TokenNone && prev == store.TokenNone:
+		return Unknown, nil
+	case class == store.TokenNone:
+		return Forgotten, nil
+	case prev == class:
+		return Known, nil
+	case prev == store.TokenNone:
 		return Learned, nil
-	}
-	if ham1+spam1 == ham0+spam0 {
+	default:
 		return Moved, nil
 	}
-	return Learned, nil
 }
 
 // Counts are the messages learned as ham and as spam.
