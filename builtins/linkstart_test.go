@@ -51,3 +51,47 @@ func FuzzIndexLinkStart(f *testing.F) {
 		}
 	})
 }
+
+// visibleCharsBytes is the byte-by-byte definition visibleChars must
+// agree with.
+func visibleCharsBytes(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c > ' ' && (c < 0x80 || c >= 0xc0) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestVisibleChars(t *testing.T) {
+	var all strings.Builder
+	for c := range 256 {
+		all.WriteByte(byte(c))
+	}
+	cases := []string{"", "a", " ", "héllo wörld", "\t\r\n", all.String(), strings.Repeat("日本 ", 9)}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 20000 {
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		for off := range min(len(c), 8) { // every alignment of the 8-byte words
+			if got, want := visibleChars(c[off:]), visibleCharsBytes(c[off:]); got != want {
+				t.Fatalf("visibleChars(%q) = %d, want %d", c[off:], got, want)
+			}
+		}
+	}
+}
+
+func FuzzVisibleChars(f *testing.F) {
+	f.Add("héllo wörld\x80\xff\x20\x21")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := visibleChars(s), visibleCharsBytes(s); got != want {
+			t.Fatalf("visibleChars(%q) = %d, want %d", s, got, want)
+		}
+	})
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset"
@@ -408,7 +409,7 @@ func ParseBody(raw []byte, h *Header, lim Limits) (b *Body) {
 
 type walker struct {
 	lim      Limits
-	text     strings.Builder
+	text     textAcc
 	links    []string
 	seen     map[string]bool
 	phishing int
@@ -422,8 +423,7 @@ type walker struct {
 	hdr      *Header           // the top-level header, for the sender's domain
 	sender   string            // registered domain of the From address, once senderOK
 	senderOK bool
-	scratch  []byte // reused by leaf parts, whose bytes become a string
-	rawLen   int    // the raw body's length
+	rawLen   int // the raw body's length
 	st       Structure
 }
 
@@ -510,17 +510,21 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 			w.cutText()
 			return mt
 		}
-		if depth == 0 && cap(w.scratch) == 0 {
+		var buf []byte
+		if depth == 0 {
 			// The message is this one part: its raw size bounds the
 			// decoded text (give or take a charset's conversion to
 			// UTF-8), so one buffer holds it without regrowing.
-			w.scratch = make([]byte, 0, min(w.rawLen, budget)+1)
+			buf = make([]byte, 0, min(w.rawLen, budget)+1)
 		}
-		data, cut := w.read(e.Body, budget, mt, w.scratch[:0])
-		w.scratch = data[:0]
-		w.st.Parts[part].Size = len(data)
+		data, cut := w.read(e.Body, budget, mt, buf)
+		// The part's bytes become the string the text fact keeps without
+		// a copy: data is this part's own buffer and nothing writes to it
+		// again.
+		s := unsafe.String(unsafe.SliceData(data), len(data))
+		w.st.Parts[part].Size = len(s)
 		if cut {
-			rest, _ := io.Copy(io.Discard, e.Body) // read also holds the byte past the budget
+			rest, _ := io.Copy(io.Discard, e.Body) // read also read the byte past the budget
 			w.st.Parts[part].Size += 1 + int(rest)
 			if mt == "text/plain" {
 				w.cutText()
@@ -528,7 +532,6 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 				w.problem("HTML part longer than %d bytes; the rest is not read", budget)
 			}
 		}
-		s := string(data)
 		if !utf8.ValidString(s) {
 			if decoded {
 				s = strings.ToValidUTF8(s, "\uFFFD")
@@ -582,6 +585,46 @@ func (w *walker) read(r io.Reader, max int, what string, buf []byte) (data []byt
 	return buf, false
 }
 
+// textAcc gathers the text fact. One part's text, the common case, is
+// kept as the string it was read into; a second part starts a builder.
+type textAcc struct {
+	one  string
+	b    strings.Builder
+	many bool
+}
+
+func (t *textAcc) Len() int {
+	if t.many {
+		return t.b.Len()
+	}
+	return len(t.one)
+}
+
+func (t *textAcc) String() string {
+	if t.many {
+		return t.b.String()
+	}
+	return t.one
+}
+
+func (t *textAcc) Reset() { *t = textAcc{} }
+
+// add appends sep (if the text is not empty) and s.
+func (t *textAcc) add(sep, s string) {
+	if !t.many {
+		if t.one == "" {
+			t.one = s
+			return
+		}
+		t.many = true
+		t.b.Grow(len(t.one) + len(sep) + len(s))
+		t.b.WriteString(t.one)
+		t.one = ""
+	}
+	t.b.WriteString(sep)
+	t.b.WriteString(s)
+}
+
 // isEOF tells a body that stops short; go-message formats these errors
 // with %v, so errors.Is cannot see them.
 func isEOF(err error) bool {
@@ -633,7 +676,7 @@ func (w *walker) multipart(e *message.Entity, mt string, depth int) {
 		pt := w.walk(p, depth+1, err == nil)
 		got := w.text.String()
 		w.text.Reset()
-		w.text.WriteString(saved)
+		w.text.add("", saved)
 		rank := 1
 		if pt == "text/plain" || pt == "" {
 			rank = 2
@@ -659,8 +702,9 @@ func (w *walker) addText(s string) {
 		w.cutText()
 		return
 	}
+	sep := ""
 	if w.text.Len() > 0 {
-		w.text.WriteByte('\n')
+		sep = "\n"
 		room--
 	}
 	if len(s) > room {
@@ -670,7 +714,7 @@ func (w *walker) addText(s string) {
 		}
 		w.cutText()
 	}
-	w.text.WriteString(s)
+	w.text.add(sep, s)
 }
 
 func (w *walker) cutText() {

@@ -22,3 +22,21 @@ func BenchmarkParsePlain10KB(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParsePlain100KB is the largest size of bench/postfix.sh's
+// matrix: one text/plain part of 100 KB.
+func BenchmarkParsePlain100KB(b *testing.B) {
+	var raw strings.Builder
+	raw.WriteString("From: app@bench.test\r\nTo: c@example.org\r\nSubject: Your order\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <b@bench.test>\r\n\r\n")
+	for raw.Len() < 102400 {
+		raw.WriteString("Thank you for your order. Your items will be shipped within two business days.\r\n")
+	}
+	msg := []byte(raw.String())
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if p := Parse(msg, Limits{}); len(p.Body.Text) < 100000 {
+			b.Fatalf("text of %d bytes", len(p.Body.Text))
+		}
+	}
+}

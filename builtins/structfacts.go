@@ -3,6 +3,7 @@ package builtins
 import (
 	"fmt"
 	"io"
+	"math/bits"
 	"net/netip"
 	"path"
 	"strconv"
@@ -531,9 +532,25 @@ func isRedirect(l string) bool {
 }
 
 // visibleChars counts the characters of s that are not white space.
+//
+// A character is visible when its first byte is above ' ' and not a UTF-8
+// continuation byte (0x80-0xbf). Eight bytes are judged at once, each
+// verdict landing in its byte's top bit: an ASCII byte is above ' '
+// exactly when adding 0x5f to its low seven bits carries into the top
+// bit (no carry crosses bytes: 0x7f+0x5f < 0x100), and a byte with the top
+// bit set is a lead byte exactly when its bit 6 is set too.
 func visibleChars(s string) int {
-	n := 0
-	for i := 0; i < len(s); i++ {
+	const hi, low7, add = 0x8080808080808080, 0x7f7f7f7f7f7f7f7f, 0x5f5f5f5f5f5f5f5f
+	n, i := 0, 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		top := x & hi
+		ascii := ((x & low7) + add) & hi
+		lead := (x << 1) & hi
+		n += bits.OnesCount64(top&lead | ^top&ascii)
+	}
+	for ; i < len(s); i++ {
 		if c := s[i]; c > ' ' && (c < 0x80 || c >= 0xc0) {
 			n++
 		}
