@@ -79,13 +79,22 @@ fi
 export LD_LIBRARY_PATH=$PF/usr/lib/postfix # the binaries' RUNPATH is /usr/lib/postfix
 PFV=$("$PF/usr/sbin/postconf" -d -h mail_version 2>/dev/null || echo '?')
 
+# The last invocation's files are deleted here, not when it ended, and the
+# runs wait until ext4 stops passing over their freed inodes (see
+# setaside): otherwise the relay measured first pays for them.
+TRASH=$CACHE/trash
+if [ -n "$(ls -A "$TRASH" 2>/dev/null)" ]; then
+  echo "deleting the last run's files, then waiting ${SETTLE_SECONDS:-65} s for ext4 to stop skipping their inodes" >&2
+  rm -rf "$TRASH" && sync && sleep "${SETTLE_SECONDS:-65}"
+fi
+mkdir -p "$TRASH"
 work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
+  [ -n "${KEEP:-}" ] || mv "$work" "$TRASH/" 2>/dev/null || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -120,7 +129,8 @@ EOF
 }
 TCK=$(getconf CLK_TCK)
 
-# discard DIR...: out of the way, deleted when the script ends (see setaside).
+# discard DIR...: out of the way, deleted when the next invocation starts
+# (see setaside).
 discard() {
   local p to
   for p in "$@"; do
@@ -269,7 +279,7 @@ RESULTS=$work/results.tsv
 : > "$RESULTS"
 
 # setaside DIR: empties a mail directory for the next run by moving it
-# aside (into $work/old, removed when the script ends) and making its
+# aside (into $work/old, deleted when the next invocation starts) and making its
 # folders again, owners and modes kept (a relay may remember that they
 # exist). Deleting the files instead would cost the next run dearly: ext4
 # passes over every inode freed in the last 60 s (360 s while its inode

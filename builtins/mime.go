@@ -544,7 +544,9 @@ func (w *walker) walk(e *message.Entity, depth int, converted bool) string {
 			w.st.HTMLBytes += len(s)
 			s = w.html(s)
 		} else {
-			w.st.PlainChars += visibleChars(s)
+			if !w.st.PlainVisible {
+				w.st.PlainVisible = hasVisible(s) // html_only asks no more
+			}
 			w.textLinks(s)
 		}
 		w.addText(s)

@@ -3,7 +3,6 @@ package builtins
 import (
 	"fmt"
 	"io"
-	"math/bits"
 	"net/netip"
 	"path"
 	"strconv"
@@ -88,15 +87,15 @@ func (p Part) String() string {
 // Structure is how the body is built, recorded by the same MIME walk that
 // renders its text, so that structure facts cost no second pass.
 type Structure struct {
-	Attachments []Attachment
-	Parts       []Part // every entity the walk read, at most Limits.MaxParts
-	PlainChars  int    // visible characters of the text/plain parts read as text
-	HTMLParts   int    // text/html parts read as text
-	HTMLBytes   int    // their size as written
-	HTMLChars   int    // their visible characters (not white space, not hidden)
-	Images      int    // <img> tags
-	Forms       int    // <form> tags
-	Scripts     int    // <script> tags and on* event handler attributes
+	Attachments  []Attachment
+	Parts        []Part // every entity the walk read, at most Limits.MaxParts
+	PlainVisible bool   // a text/plain part read as text has a visible character
+	HTMLParts    int    // text/html parts read as text
+	HTMLBytes    int    // their size as written
+	HTMLChars    int    // their visible characters (not white space, not hidden)
+	Images       int    // <img> tags
+	Forms        int    // <form> tags
+	Scripts      int    // <script> tags and on* event handler attributes
 	// InvisibleChars are characters a reader cannot see: in an element
 	// styled display:none, visibility:hidden or a font under 3px, or
 	// coloured as the background it sits on.
@@ -449,7 +448,7 @@ func structFacts() []Fact {
 		{Name: "attachment_type_mismatch", Type: Bool, Phase: Data, Doc: "an attachment's extension is one whose types are known and its declared type (other than application/octet-stream) is not one of them: any(attachments, .ext_mismatch)",
 			Compute: anyAtt(func(a *Attachment) bool { return a.ExtMismatch })},
 		{Name: "html_only", Type: Bool, Phase: Data, Doc: "the body has HTML and no text/plain part with any visible text",
-			Compute: st(func(s *Structure) any { return s.HTMLParts > 0 && s.PlainChars == 0 })},
+			Compute: st(func(s *Structure) any { return s.HTMLParts > 0 && !s.PlainVisible })},
 		{Name: "text_html_ratio", Type: Float, Phase: Data, Doc: "visible text characters of the HTML parts per byte of their markup, 0 to 1; 1 with no HTML",
 			Compute: st(func(s *Structure) any {
 				if s.HTMLBytes == 0 {
@@ -531,29 +530,13 @@ func isRedirect(l string) bool {
 		strings.Contains(rest, "=www.")
 }
 
-// visibleChars counts the characters of s that are not white space.
-//
-// A character is visible when its first byte is above ' ' and not a UTF-8
-// continuation byte (0x80-0xbf). Eight bytes are judged at once, each
-// verdict landing in its byte's top bit: an ASCII byte is above ' '
-// exactly when adding 0x5f to its low seven bits carries into the top
-// bit (no carry crosses bytes: 0x7f+0x5f < 0x100), and a byte with the top
-// bit set is a lead byte exactly when its bit 6 is set too.
-func visibleChars(s string) int {
-	const hi, low7, add = 0x8080808080808080, 0x7f7f7f7f7f7f7f7f, 0x5f5f5f5f5f5f5f5f
-	n, i := 0, 0
-	for ; i+8 <= len(s); i += 8 {
-		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
-		top := x & hi
-		ascii := ((x & low7) + add) & hi
-		lead := (x << 1) & hi
-		n += bits.OnesCount64(top&lead | ^top&ascii)
-	}
-	for ; i < len(s); i++ {
+// hasVisible reports whether s has a character that is not white space:
+// a byte above ' ' that is not a UTF-8 continuation byte.
+func hasVisible(s string) bool {
+	for i := 0; i < len(s); i++ {
 		if c := s[i]; c > ' ' && (c < 0x80 || c >= 0xc0) {
-			n++
+			return true
 		}
 	}
-	return n
+	return false
 }

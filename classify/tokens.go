@@ -338,7 +338,7 @@ func (t *tokenizer) body(b *builtins.Body) {
 	}
 	st := &b.Structure
 	switch {
-	case st.HTMLParts > 0 && st.PlainChars == 0:
+	case st.HTMLParts > 0 && !st.PlainVisible:
 		t.add("body:", "html-only")
 	case st.HTMLParts > 0:
 		t.add("body:", "html-and-text")
