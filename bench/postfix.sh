@@ -10,7 +10,8 @@
 #
 # Defaults: -s 50 -l 10240 -m 4000 -p 3 --mode smarthost; --matrix: -m 2000 -p 1.
 # SLUICE_PROFILE=DIR saves a CPU profile of each measured sluice run (its
-# first PROFILE_SECONDS, default 10) and the binary, for
+# first PROFILE_SECONDS, default 10), its heap once it is done, and the
+# binary, for
 #   go tool pprof -top DIR/sluice DIR/sluice-smarthost-s50-l10240-*.pprof
 #
 # Postfix: `apt-get download postfix` and `dpkg -x` into $SLUICE_BENCH_CACHE
@@ -340,6 +341,10 @@ run() {
     sleep 0.2
   done
   [ -z "$prof" ] || wait "$prof" || true
+  if [ -n "$prof" ]; then # and what is live on the heap once the run is done
+    curl -s --unix-socket "$work/sluice-state/admin.sock" "http://sluice/debug/pprof/heap?gc=1" \
+      > "$SLUICE_PROFILE/$name-$mode-s$s-l$l-$(date +%H%M%S).heap" || true
+  fi
   sleep 0.5 # let the relay finish removing what it delivered
   c1=$(cputicks "$pid")
   if [ "$mode" = local ]; then read -r got uniq last < <(localcount "$maildir") || true; fi

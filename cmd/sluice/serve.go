@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -45,6 +46,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		cfg.RulesDir = *rules
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	tuneGC()
 	// The state holds envelopes and addresses: whatever the relay or a
 	// library creates in it is for the relay's user alone.
 	syscall.Umask(0o077)
@@ -243,4 +245,26 @@ func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, h)
 	return 0
+}
+
+// tuneGC sets the collector for a relay, unless GOGC or GOMEMLIMIT in the
+// environment say otherwise. A relay's live heap is small (a few MB: the
+// rules, the spool's index, open sessions) while every message allocates
+// about twice its size (its parsed text, the copy that is queued), so at
+// Go's default GOGC=100 a 100 KB message stream ran a collection every
+// ~15 messages: 8-11% of the relay's CPU was marking (bench/postfix.sh
+// profiles). GOGC=400 measured 6-10% less CPU per message (bench/delivery.sh
+// smarthost, 10 clients, 100 KB: 1.64-1.77 -> 1.54-1.59 CPU-s per 1,000).
+// The soft limit at half the machine's memory keeps a heap that grows for
+// real (many huge messages at once) from using 5x its live size.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		var si syscall.Sysinfo_t
+		if syscall.Sysinfo(&si) == nil && si.Totalram > 0 {
+			debug.SetMemoryLimit(int64(uint64(si.Totalram) * uint64(si.Unit) / 2))
+		}
+	}
 }
