@@ -126,7 +126,18 @@ type Result struct {
 	Remote   string // the host that answered, "local" for local delivery
 	Perm     bool   // a permanent failure
 	OK       bool
+	// busy: not tried, the sessions to busyKey (a pool key) were all
+	// taken (errBusy).
+	busy    bool
+	busyKey string
 }
+
+// busyWait is how long a message turned away by a busy destination (all
+// its recipients, errBusy) waits at most; it is parked with the
+// destination's pool, which queues it as soon as a session is free, in
+// the order they were turned away. Such an attempt does not count
+// (Attempts, the retry table).
+const busyWait = 30 * time.Second
 
 // DeliverOptions are the Deliverer's parts.
 type DeliverOptions struct {
@@ -163,6 +174,7 @@ func NewDeliverer(o DeliverOptions) *Deliverer {
 		queued: map[string]time.Time{}, busy: map[string]bool{}, again: map[string]time.Time{}, claimed: map[string]bool{},
 		wake: make(chan struct{}, 1), stopCh: make(chan struct{})}
 	d.pool = newPool(o.Now)
+	d.pool.wake = func(id string) { d.Enqueue(id, d.now()) }
 	d.local = newLocalWriter(!o.NoSync)
 	return d
 }
@@ -204,6 +216,21 @@ func (d *Deliverer) Release(id string) {
 	d.mu.Lock()
 	delete(d.claimed, id)
 	d.mu.Unlock()
+}
+
+// keepFresh keeps a message put back untried in memory for its next
+// attempt, as EnqueueFresh does, within the same bound.
+func (d *Deliverer) keepFresh(env *Envelope, msg []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.fresh[env.ID]; ok || d.freshBytes+len(msg) > freshMax {
+		return
+	}
+	if d.fresh == nil {
+		d.fresh = map[string]freshMsg{}
+	}
+	d.fresh[env.ID] = freshMsg{env, msg}
+	d.freshBytes += len(msg)
 }
 
 func (d *Deliverer) takeFresh(id string) (freshMsg, bool) {
@@ -499,12 +526,24 @@ func (d *Deliverer) attempt(id string) (time.Time, bool) {
 	}
 	results := d.deliver(cfg, env, msg, pending)
 	now := d.now().UTC()
+	busy := 0
+	for _, r := range pending {
+		if res := results[r]; res.busy {
+			busy++
+			d.pool.park(res.busyKey, id)
+		}
+	}
+	if busy > 0 && busy == len(pending) {
+		// Nothing was tried: the message waits its turn, unchanged.
+		d.keepFresh(env, msg)
+		return now.Add(busyWait), true
+	}
 	env.Attempts++
 	var out []Outcome
 	for i := range env.Rcpts {
 		r := &env.Rcpts[i]
 		res, ok := results[r.Addr]
-		if !ok || r.Status != StatusPending {
+		if !ok || res.busy || r.Status != StatusPending {
 			continue
 		}
 		r.Code, r.Enhanced, r.Detail, r.Remote, r.At = res.Code, res.Enhanced, res.Detail, res.Remote, now
@@ -545,6 +584,9 @@ func (d *Deliverer) attempt(id string) (time.Time, bool) {
 		}
 	}
 	env.NextAttempt = now.Add(retryWait(cfg.Retry, env.Attempts))
+	if busy > 0 { // the recipients not tried go again when woken, at the latest in busyWait
+		env.NextAttempt = now.Add(min(busyWait, env.NextAttempt.Sub(now)))
+	}
 	if err := d.spool.Update(AreaQueue, env); err != nil {
 		d.log.Error("delivery: updating envelope", "id", id, "err", err)
 	}

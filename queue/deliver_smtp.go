@@ -99,7 +99,7 @@ func (d *Deliverer) routeMX(cfg *DeliveryConfig, domain string, rcpts []string, 
 
 func connectionFailed(out map[string]Result) bool {
 	for _, r := range out {
-		if r.Code != 0 && r.Code != 421 {
+		if r.busy || r.Code != 0 && r.Code != 421 { // busy: the host is up, its sessions taken
 			return false
 		}
 	}
@@ -120,7 +120,11 @@ func (d *Deliverer) send(cfg *DeliveryConfig, rt route, from string, rcpts []str
 	}
 	s, err := d.pool.get(rt.key(), max(cfg.ConnsPerDest, 1), cfg.IdleTimeout)
 	if err != nil {
-		fail(Result{Detail: err.Error()})
+		r := Result{Detail: err.Error()}
+		if errors.Is(err, errBusy) {
+			r.busy, r.busyKey = true, rt.key()
+		}
+		fail(r)
 		return
 	}
 	for try := 0; ; try++ {
@@ -253,42 +257,53 @@ func (d *Deliverer) dial(cfg *DeliveryConfig, rt route, timeout time.Duration) (
 	if err != nil {
 		return failed(Result{Detail: "connect: " + err.Error()})
 	}
+	newClient := func(conn net.Conn) *smtp.Client {
+		c := smtp.NewClient(conn)
+		c.CommandTimeout = 2 * time.Minute
+		if timeout < connectTimeout {
+			c.CommandTimeout = timeout
+		}
+		c.SubmissionTimeout = 10 * time.Minute
+		return c
+	}
 	var c *smtp.Client
-	switch rt.tls {
-	case "implicit":
-		c = smtp.NewClient(tls.Client(conn, tc))
-	case "starttls":
-		c, err = smtp.NewClientStartTLS(conn, tc)
-		if err != nil {
-			conn.Close()
-			return failed(smtpResult(err, "STARTTLS"))
-		}
-	case "opportunistic":
-		c, err = smtp.NewClientStartTLS(conn, tc)
-		if err != nil {
-			conn.Close()
-			var se *smtp.SMTPError
-			if errors.As(err, &se) && se.Code/100 == 5 {
-				return failed(smtpResult(err, "greeting"))
-			}
-			// No STARTTLS or a failed handshake: cleartext, as
-			// opportunistic TLS allows (RFC 7435).
-			if conn, err = connect(); err != nil {
-				return failed(Result{Detail: "connect: " + err.Error()})
-			}
-			c = smtp.NewClient(conn)
-		}
-	default:
-		c = smtp.NewClient(conn)
+	if rt.tls == "implicit" {
+		c = newClient(tls.Client(conn, tc))
+	} else {
+		c = newClient(conn)
 	}
-	c.CommandTimeout = 2 * time.Minute
-	if timeout < connectTimeout {
-		c.CommandTimeout = timeout
-	}
-	c.SubmissionTimeout = 10 * time.Minute
 	if err := c.Hello(cfg.Hostname); err != nil {
 		c.Close()
 		return failed(smtpResult(err, "EHLO"))
+	}
+	// STARTTLS on the connection that said EHLO, then EHLO again (the
+	// handshake runs with it). Opportunistic TLS (RFC 7435) stays in
+	// cleartext on the same connection when STARTTLS is not offered, and
+	// on a new one when it is refused or its handshake fails.
+	switch offered, _ := c.Extension("STARTTLS"); {
+	case rt.tls == "starttls" && !offered:
+		c.Close()
+		return failed(Result{Detail: "STARTTLS: not offered"})
+	case rt.tls == "starttls" || rt.tls == "opportunistic" && offered:
+		err := c.StartTLS(tc)
+		if err == nil {
+			err = c.Hello(cfg.Hostname)
+		}
+		if err == nil {
+			break
+		}
+		c.Close()
+		if rt.tls == "starttls" {
+			return failed(smtpResult(err, "STARTTLS"))
+		}
+		if conn, err = connect(); err != nil {
+			return failed(Result{Detail: "connect: " + err.Error()})
+		}
+		c = newClient(conn)
+		if err := c.Hello(cfg.Hostname); err != nil {
+			c.Close()
+			return failed(smtpResult(err, "EHLO"))
+		}
 	}
 	if rt.user != "" {
 		if err := c.Auth(sasl.NewPlainClient("", rt.user, rt.pass)); err != nil {
@@ -322,17 +337,32 @@ func smtpResult(err error, stage string) Result {
 // another on its sessions. An idle session is closed after the idle
 // timeout, and a session after MessagesPerConn messages.
 type pool struct {
-	now    func() time.Time
+	now func() time.Time
+	// wake queues a parked message now; called without mu held.
+	wake   func(id string)
 	mu     sync.Mutex
 	dests  map[string]*dest
 	closed bool
 }
 
 type dest struct {
-	open int // sessions handed out or idle (a slot each)
-	idle []*session
-	free *sync.Cond
+	open    int // sessions handed out or idle (a slot each)
+	waiting int // attempts waiting in get for a slot
+	idle    []*session
+	free    *sync.Cond
+	// parked are messages turned away with errBusy, in order: each slot
+	// given back with no attempt waiting for it wakes the first.
+	parked   []string
+	isParked map[string]bool
 }
+
+// errBusy is get's answer to an attempt when the destination's sessions
+// are all in use and as many attempts already wait for them: a worker
+// that waited too would be one fewer for every other destination (a slow
+// next hop holding the whole worker pool: head-of-line blocking). The
+// message is parked (park) and its attempt does not count (see
+// Deliverer.attempt).
+var errBusy = errors.New("every session to the next hop is busy")
 
 // session is one slot of a route's limit, with its connection (nil when
 // it is to be dialled).
@@ -376,8 +406,40 @@ func (p *pool) get(key string, limit int, idle time.Duration) (*session, error) 
 		if p.closed {
 			return nil, errors.New("delivery stopping")
 		}
+		if d.waiting >= limit {
+			return nil, errBusy
+		}
+		d.waiting++
 		d.free.Wait()
+		d.waiting--
 	}
+}
+
+// park notes that message id was turned away from key with errBusy.
+func (p *pool) park(key, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := p.dests[key]
+	if d == nil || d.isParked[id] {
+		return
+	}
+	if d.isParked == nil {
+		d.isParked = map[string]bool{}
+	}
+	d.parked = append(d.parked, id)
+	d.isParked[id] = true
+}
+
+// unpark takes the first parked message of d when no attempt waits for
+// the slot just given back; p.mu is held.
+func (d *dest) unpark() string {
+	if d.waiting > 0 || len(d.parked) == 0 {
+		return ""
+	}
+	id := d.parked[0]
+	d.parked = d.parked[1:]
+	delete(d.isParked, id)
+	return id
 }
 
 // put gives a slot back: its session is kept for reuse when reuse is true
@@ -390,7 +452,9 @@ func (p *pool) put(s *session, reuse bool, perConn int) {
 		s.idleSince = p.now()
 		d.idle = append(d.idle, s)
 		d.free.Signal()
+		id := d.unpark()
 		p.mu.Unlock()
+		p.wakeUp(id)
 		return
 	}
 	p.mu.Unlock()
@@ -402,7 +466,15 @@ func (p *pool) put(s *session, reuse bool, perConn int) {
 	p.mu.Lock()
 	d.open--
 	d.free.Signal()
+	id := d.unpark()
 	p.mu.Unlock()
+	p.wakeUp(id)
+}
+
+func (p *pool) wakeUp(id string) {
+	if id != "" && p.wake != nil {
+		p.wake(id)
+	}
 }
 
 func quit(c *smtp.Client) {

@@ -32,9 +32,12 @@ type sink struct {
 	onMail func(c *smtp.Conn, conn, n int) error
 	// dataDelay holds each message this long before its 250.
 	dataDelay time.Duration
+	// listen is the address to listen on (127.0.0.1:0 if empty).
+	listen string
 
 	mu        sync.Mutex
-	conns     int
+	conns     int // SMTP sessions (a STARTTLS starts a new one)
+	accepted  int // TCP connections
 	active    int
 	maxActive int
 	perConn   []int
@@ -62,7 +65,10 @@ func newSink(t testing.TB, setup func(*sink)) *sink {
 	}))
 	k.srv.Domain = "sink.test"
 	k.srv.AllowInsecureAuth = true
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if k.listen == "" {
+		k.listen = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", k.listen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +108,7 @@ func (l sinkListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	l.k.mu.Lock()
+	l.k.accepted++
 	l.k.active++
 	l.k.maxActive = max(l.k.maxActive, l.k.active)
 	l.k.mu.Unlock()

@@ -312,6 +312,14 @@ func (c *Client) ehlo() error {
 // A nil config is equivalent to a zero tls.Config.
 //
 // If server returns an error, it will be of type *SMTPError.
+// StartTLS sends STARTTLS on a client that has said hello and switches
+// the connection to TLS; the handshake runs with the next command, and
+// Hello must be said again (sluice's patch: opportunistic TLS looks at the
+// EHLO reply first and stays on the one connection either way).
+func (c *Client) StartTLS(config *tls.Config) error {
+	return c.startTLS(config)
+}
+
 func (c *Client) startTLS(config *tls.Config) error {
 	if err := c.hello(); err != nil {
 		return err
