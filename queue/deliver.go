@@ -539,24 +539,7 @@ func (d *Deliverer) attempt(id string) (time.Time, bool) {
 		return now.Add(busyWait), true
 	}
 	env.Attempts++
-	var out []Outcome
-	for i := range env.Rcpts {
-		r := &env.Rcpts[i]
-		res, ok := results[r.Addr]
-		if !ok || res.busy || r.Status != StatusPending {
-			continue
-		}
-		r.Code, r.Enhanced, r.Detail, r.Remote, r.At = res.Code, res.Enhanced, res.Detail, res.Remote, now
-		switch {
-		case res.OK:
-			r.Status = StatusDelivered
-		case res.Perm:
-			r.Status = StatusFailed
-		}
-		out = append(out, Outcome{r, res})
-		d.log.Info("delivery", "id", id, "rcpt", r.Addr, "status", r.Status, "code", res.Code, "enhanced", res.Enhanced, "remote", res.Remote, "detail", res.Detail, "attempt", env.Attempts)
-	}
-	d.relay.Attempted(env, out)
+	d.record(env, results, now)
 	still := 0
 	for _, r := range env.Rcpts {
 		if r.Status == StatusPending {
@@ -591,6 +574,83 @@ func (d *Deliverer) attempt(id string) (time.Time, bool) {
 		d.log.Error("delivery: updating envelope", "id", id, "err", err)
 	}
 	return env.NextAttempt, true
+}
+
+// record applies an attempt's results to env's pending recipients, logs
+// each, and tells the relay.
+func (d *Deliverer) record(env *Envelope, results map[string]Result, now time.Time) {
+	var out []Outcome
+	for i := range env.Rcpts {
+		r := &env.Rcpts[i]
+		res, ok := results[r.Addr]
+		if !ok || res.busy || r.Status != StatusPending {
+			continue
+		}
+		r.Code, r.Enhanced, r.Detail, r.Remote, r.At = res.Code, res.Enhanced, res.Detail, res.Remote, now
+		switch {
+		case res.OK:
+			r.Status = StatusDelivered
+		case res.Perm:
+			r.Status = StatusFailed
+		}
+		out = append(out, Outcome{r, res})
+		d.log.Info("delivery", "id", env.ID, "rcpt", r.Addr, "status", r.Status, "code", res.Code, "enhanced", res.Enhanced, "remote", res.Remote, "detail", res.Detail, "attempt", env.Attempts)
+	}
+	d.relay.Attempted(env, out)
+}
+
+// DeliversAtOnce reports whether messages are delivered as they are
+// accepted (DeliverNow): delivery.mode local.
+func (d *Deliverer) DeliversAtOnce() bool { return d.relay.DeliveryConfig().Mode == "local" }
+
+// DeliverNow delivers a message just accepted into its recipients' local
+// folders, durably, before the relay answers 250: for mode local the
+// folder is as safe a place as the spool, so the message is written once
+// instead of spooled, read back and written again. It reports whether
+// every recipient was delivered; if not, env says what happened (the
+// delivered marked, the rest pending with their error and a next
+// attempt) and the caller spools it, so the deliverer retries the rest
+// as any queued message.
+func (d *Deliverer) DeliverNow(env *Envelope, msg []byte) bool {
+	cfg := d.relay.DeliveryConfig()
+	if cfg.Mode != "local" {
+		return false
+	}
+	var pending []string
+	for _, r := range env.Rcpts {
+		if r.Status == StatusPending {
+			pending = append(pending, r.Addr)
+		}
+	}
+	results := make(map[string]Result, len(pending))
+	if len(pending) == 1 {
+		results[pending[0]] = d.local.deliver(cfg.LocalDir, env, msg, pending[0])
+	} else {
+		// The recipients' files share one group commit.
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, rc := range pending {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res := d.local.deliver(cfg.LocalDir, env, msg, rc)
+				mu.Lock()
+				results[rc] = res
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	now := d.now().UTC()
+	env.Attempts++
+	d.record(env, results, now)
+	for _, r := range env.Rcpts {
+		if r.Status == StatusPending {
+			env.NextAttempt = now.Add(retryWait(cfg.Retry, env.Attempts))
+			return false
+		}
+	}
+	return true
 }
 
 // retryWait is the wait after the n-th attempt (n >= 1), jittered ±10%.

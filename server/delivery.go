@@ -25,8 +25,19 @@ import (
 // the spool again, before delivery could see it (it is claimed), and the
 // client is told 451 4.3.0 to send it again. The count comes after the
 // spooling so that a message the spool refuses is never charged.
+//
+// With local delivery (delivery.mode local) a message for the queue is
+// counted first and then written straight into its recipients' folders
+// (queue.Deliverer.DeliverNow): a store that cannot count it refuses it
+// before any mailbox sees it; only recipients whose folder failed are
+// spooled, to be retried. A disk that takes neither the folder nor the
+// spool then refuses a message already counted: the one case where a
+// refused message is charged.
 func (s *Server) commitMessage(ci *connInfo, area string, env *queue.Envelope, msg []byte, rcpts []string) error {
 	env.Inbound = !ci.in.Authenticated && !s.cfg.Load().mayRelayFrom(ci.ip)
+	if area == queue.AreaQueue && s.delivery.DeliversAtOnce() {
+		return s.commitLocal(ci, env, msg, rcpts)
+	}
 	if err := s.delivery.Put(area, env, msg); err != nil {
 		s.log.Error("spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", env.ID)}
@@ -42,6 +53,22 @@ func (s *Server) commitMessage(ci *connInfo, area string, env *queue.Envelope, m
 	if area == queue.AreaQueue {
 		s.delivery.EnqueueFresh(env, msg)
 	}
+	return nil
+}
+
+func (s *Server) commitLocal(ci *connInfo, env *queue.Envelope, msg []byte, rcpts []string) error {
+	if err := s.countSent(ci, rcpts); err != nil && !s.degraded(err, "the accepted message is not counted", "id", env.ID) {
+		s.log.Error("store: the message could not be counted: refused with 451 (on_failure: tempfail)", "id", env.ID, "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Temporary failure; try again later", env.ID)}
+	}
+	if s.delivery.DeliverNow(env, msg) {
+		return nil
+	}
+	if err := s.delivery.Put(queue.AreaQueue, env, msg); err != nil {
+		s.log.Error("local delivery and spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", env.ID)}
+	}
+	s.delivery.EnqueueFresh(env, msg)
 	return nil
 }
 
