@@ -126,3 +126,34 @@ func dirSize(dir string) int64 {
 	})
 	return total
 }
+
+// BenchmarkListGet is a rule's in_list on the embedded store, over a list
+// of 10,000 entries: a key on it (hit) and one not on it (miss, what
+// nearly every message asks).
+func BenchmarkListGet(b *testing.B) {
+	s, err := OpenEmbedded(filepath.Join(b.TempDir(), "store"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx, now := context.Background(), time.Now()
+	for i := range 10000 {
+		if err := s.ListAdd(ctx, Entry{List: "bounces", Key: fmt.Sprintf("gone-%05d@example.org", i), Added: now}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("hit", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if e, err := s.ListGet(ctx, "bounces", fmt.Sprintf("gone-%05d@example.org", i%10000), now); e == nil || err != nil {
+				b.Fatal("missing", err)
+			}
+		}
+	})
+	b.Run("miss", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if e, err := s.ListGet(ctx, "bounces", fmt.Sprintf("here-%05d@example.org", i%10000), now); e != nil || err != nil {
+				b.Fatal("found", err)
+			}
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"hash/maphash"
 	"sort"
 	"sync"
 	"time"
@@ -24,6 +25,17 @@ type Embedded struct {
 	indexes map[string]*embeddedIndex
 
 	tokens tokenModels // the classifier's models, in memory (tokens.go)
+
+	// listed holds a hash of every list key stored since open: ListGet
+	// answers a key whose hash is missing without reading the database.
+	// Most lookups miss (a sender on no block list, a recipient who never
+	// bounced), and each read cost 8% of the relay's CPU in local runs of
+	// bench/postfix.sh. A removal leaves its hash: a stale one costs a
+	// read, never a wrong answer. The embedded store has one process, so
+	// nothing writes a list behind its back.
+	listMu   sync.RWMutex
+	listed   map[uint64]struct{}
+	listSeed maphash.Seed
 }
 
 // Key spaces.
@@ -46,7 +58,34 @@ func OpenEmbedded(dir string) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", dir, err)
 	}
-	return &Embedded{db: db}, nil
+	s := &Embedded{db: db, listed: map[uint64]struct{}{}, listSeed: maphash.MakeSeed()}
+	if err := s.loadListed(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// loadListed fills listed from the lists on disk.
+func (s *Embedded) loadListed() error {
+	prefix := []byte(pfxList)
+	upper := append([]byte(pfxList[:len(pfxList)-1]), pfxList[len(pfxList)-1]+1)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		s.listed[maphash.Bytes(s.listSeed, it.Key())] = struct{}{}
+	}
+	return it.Error()
+}
+
+func (s *Embedded) mayBeListed(k []byte) bool {
+	s.listMu.RLock()
+	_, ok := s.listed[maphash.Bytes(s.listSeed, k)]
+	s.listMu.RUnlock()
+	return ok
 }
 
 type quietLogger struct{}
@@ -173,7 +212,11 @@ func (s *Embedded) ListAdd(_ context.Context, e Entry) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Set(listKey(e.List, key), b, pebble.Sync)
+	k := listKey(e.List, key)
+	s.listMu.Lock() // before the write: a reader never misses a key that is stored
+	s.listed[maphash.Bytes(s.listSeed, k)] = struct{}{}
+	s.listMu.Unlock()
+	return s.db.Set(k, b, pebble.Sync)
 }
 
 func (s *Embedded) ListRemove(_ context.Context, list, key string) (bool, error) {
@@ -190,7 +233,11 @@ func (s *Embedded) ListRemove(_ context.Context, list, key string) (bool, error)
 }
 
 func (s *Embedded) ListGet(_ context.Context, list, key string, now time.Time) (*Entry, error) {
-	v, closer, err := s.db.Get(listKey(list, key))
+	k := listKey(list, key)
+	if !s.mayBeListed(k) {
+		return nil, nil
+	}
+	v, closer, err := s.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
