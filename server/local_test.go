@@ -1,9 +1,12 @@
 package server
 
 import (
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,5 +74,80 @@ func TestLocalDeliveryAtOnce(t *testing.T) {
 	}
 	if st2, err := os.Stat(okFile); err != nil || !st2.ModTime().Equal(st.ModTime()) {
 		t.Errorf("ok@example.org's file was written again by the retry (%v)", err)
+	}
+}
+
+// TestCrashLosesNothingLocal is TestCrashLosesNothing with local delivery,
+// where the 250 follows the write into the recipient's folder instead of
+// the spool: after 10 SIGKILLs under load every acknowledged message is
+// in the folder, whole (its last line is there), and no file but a
+// complete one has its final name.
+func TestCrashLosesNothingLocal(t *testing.T) {
+	bin := sluiceBinary(t)
+	k := newSink(t)
+	cfgPath, addr, _ := writeProcConfig(t, k, "rules: []\n", "")
+	mail := filepath.Join(filepath.Dir(cfgPath), "mail")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := regexp.MustCompile(`(?m)^  mode: smarthost\n  smarthost: .*\n`).ReplaceAllString(string(b), "  mode: local\n  local_dir: "+mail+"\n")
+	if local == string(b) {
+		t.Fatal("the test config has no smarthost delivery to replace")
+	}
+	if err := os.WriteFile(cfgPath, []byte(local), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// About 40 KB a message, so that a kill can land mid-write.
+	body := strings.Repeat("a line of the message body, long enough to take a few pages\r\n", 650) + "LAST LINE\r\n"
+	p := startProc(t, bin, cfgPath, addr)
+	stop := make(chan struct{})
+	var attempts int
+	var acked map[string]bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		attempts, acked = keepSending(addr, "local", body, 4, stop)
+	}()
+	for range 10 {
+		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p = startProc(t, bin, cfgPath, addr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	<-done
+	if len(acked) < 50 {
+		t.Fatalf("only %d messages acknowledged: the test did not exercise the relay", len(acked))
+	}
+	time.Sleep(500 * time.Millisecond) // the last relay retries what a folder failure spooled
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("SIGTERM: %v", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(mail, "bob@example.org", "*.eml"))
+	got := map[string]int{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(string(data), "LAST LINE\r\n") {
+			t.Errorf("%s is cut short (%d bytes)", filepath.Base(f), len(data))
+		}
+		if m := regexp.MustCompile(`(?m)^Subject: (\S+)\r$`).FindStringSubmatch(string(data)); m != nil {
+			got[m[1]]++
+		}
+	}
+	var lost []string
+	for s := range acked {
+		if got[s] == 0 {
+			lost = append(lost, s)
+		}
+	}
+	t.Logf("local crash test: %d attempts, %d acknowledged, %d files, %d lost", attempts, len(acked), len(files), len(lost))
+	if len(lost) > 0 {
+		t.Errorf("%d acknowledged messages not in the folder: %v", len(lost), lost)
 	}
 }
