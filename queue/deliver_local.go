@@ -25,7 +25,7 @@ import (
 // entry are durable, so the spool forgets no message a crash could lose.
 type localWriter struct {
 	sync bool
-	dirs sync.Map // folders known to exist
+	dirs sync.Map // folder path -> *folderSetup
 
 	mu      sync.Mutex
 	pending []*localFile
@@ -34,6 +34,38 @@ type localWriter struct {
 	done    chan struct{}
 	once    sync.Once
 	synced  chan fileBatch // to syncFolders
+}
+
+// folderSetup is a mail folder's setup in this process: made (and its entry
+// synced) once, and swept of the temporary files a killed relay left in
+// it before its first delivery.
+type folderSetup struct {
+	once  sync.Once
+	err   error
+	swept bool
+}
+
+// prepare makes fdir, a folder of dir, and, the first time this process
+// prepares it, removes the ID.eml.tmp files in it: a relay killed
+// mid-write leaves them, and only this process writes there (the state
+// lock), none of its deliveries to fdir having started yet.
+func (w *localWriter) prepare(dir, fdir string, sweep bool) error {
+	if err := os.MkdirAll(fdir, 0o700); err != nil {
+		return err
+	}
+	if w.sync {
+		// The new folder's own entry in dir must last too.
+		if err := syncDir(dir); err != nil {
+			return err
+		}
+	}
+	if sweep {
+		stale, _ := filepath.Glob(filepath.Join(fdir, "*.eml.tmp"))
+		for _, f := range stale {
+			os.Remove(f)
+		}
+	}
+	return nil
 }
 
 // localFile is a delivery waiting for the group commit.
@@ -186,21 +218,17 @@ func (w *localWriter) deliver(dir string, env *Envelope, msg []byte, rcpt string
 	}
 	fdir := filepath.Join(dir, folder)
 	path := filepath.Join(fdir, env.ID+".eml")
+	v, _ := w.dirs.LoadOrStore(fdir, &folderSetup{})
+	fd := v.(*folderSetup)
 	failed := func(err error) Result {
-		w.dirs.Delete(fdir) // it may have been removed: make it again next time
+		// The folder may have been removed: make it again next time (no
+		// sweep then: other deliveries may be writing in it).
+		w.dirs.CompareAndSwap(fdir, fd, &folderSetup{swept: fd.swept || fd.err == nil})
 		return Result{Code: 451, Enhanced: "4.3.0", Detail: err.Error(), Remote: "local"}
 	}
-	if _, known := w.dirs.Load(fdir); !known {
-		if err := os.MkdirAll(fdir, 0o700); err != nil {
-			return failed(err)
-		}
-		if w.sync {
-			// The new folder's own entry in dir must last too.
-			if err := syncDir(dir); err != nil {
-				return failed(err)
-			}
-		}
-		w.dirs.Store(fdir, true)
+	fd.once.Do(func() { fd.err = w.prepare(dir, fdir, !fd.swept) })
+	if fd.err != nil {
+		return failed(fd.err)
 	}
 	head := "Return-Path: <" + env.From + ">\r\nDelivered-To: " + rcpt + "\r\n"
 	tmp := path + ".tmp"

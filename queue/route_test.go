@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -169,4 +171,38 @@ func selfSignedCert(t *testing.T, host string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestLocalSweepsStaleTemporaryFiles: the temporary files a killed relay
+// left in a folder go before this process first delivers there; the
+// folder's mail stays.
+func TestLocalSweepsStaleTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	folder := filepath.Join(dir, "bob@example.org")
+	if err := os.MkdirAll(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{"OLD.eml.tmp": "half a mess", "KEPT.eml": "Subject: kept\r\n\r\nkept\r\n"} {
+		if err := os.WriteFile(filepath.Join(folder, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := smarthostConfig("")
+	cfg.Mode, cfg.LocalDir = "local", dir
+	d, _, sp := startDeliverer(t, cfg)
+	ids := submit(t, d, 3, "bob@example.org")
+	drained(t, sp)
+	names, _ := filepath.Glob(filepath.Join(folder, "*"))
+	want := map[string]bool{"KEPT.eml": true}
+	for _, id := range ids {
+		want[id+".eml"] = true
+	}
+	if len(names) != len(want) {
+		t.Errorf("folder holds %v, want %v", names, want)
+	}
+	for _, n := range names {
+		if !want[filepath.Base(n)] {
+			t.Errorf("%s is still there", filepath.Base(n))
+		}
+	}
 }
