@@ -1,7 +1,6 @@
 package server
 
 import (
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -100,24 +99,7 @@ func TestCrashLosesNothingLocal(t *testing.T) {
 	}
 	// About 40 KB a message, so that a kill can land mid-write.
 	body := strings.Repeat("a line of the message body, long enough to take a few pages\r\n", 650) + "LAST LINE\r\n"
-	p := startProc(t, bin, cfgPath, addr)
-	stop := make(chan struct{})
-	var attempts int
-	var acked map[string]bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		attempts, acked = keepSending(addr, "local", body, 4, stop)
-	}()
-	for range 10 {
-		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		p = startProc(t, bin, cfgPath, addr)
-	}
-	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	<-done
+	p, attempts, acked := killUnderLoad(t, bin, cfgPath, addr, "local", body, 4)
 	if len(acked) < 50 {
 		t.Fatalf("only %d messages acknowledged: the test did not exercise the relay", len(acked))
 	}

@@ -139,25 +139,7 @@ func TestCrashLosesNothing(t *testing.T) {
 	bin := sluiceBinary(t)
 	k := newSink(t)
 	cfgPath, addr, _ := writeProcConfig(t, k, "rules: []\n", "")
-	p := startProc(t, bin, cfgPath, addr)
-
-	stop := make(chan struct{})
-	var attempts int
-	var acked map[string]bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		attempts, acked = keepSending(addr, "crash", "", 1, stop)
-	}()
-	for range 10 {
-		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		p = startProc(t, bin, cfgPath, addr)
-	}
-	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	<-done
+	p, attempts, acked := killUnderLoad(t, bin, cfgPath, addr, "crash", "", 1)
 	want := len(acked)
 	if want < 50 {
 		t.Fatalf("only %d messages acknowledged: the test did not exercise the relay", want)
@@ -173,6 +155,31 @@ func TestCrashLosesNothing(t *testing.T) {
 	if err := p.cmd.Wait(); err != nil {
 		t.Errorf("SIGTERM: %v", err)
 	}
+}
+
+// killUnderLoad starts the relay and kills it with SIGKILL 10 times, at
+// random moments 150-500 ms apart, starting it again each time, while
+// keepSending's n clients send; it returns the relay it started last,
+// still running, and what keepSending returned.
+func killUnderLoad(t *testing.T, bin, cfgPath, addr, prefix, body string, n int) (p *proc, attempts int, acked map[string]bool) {
+	t.Helper()
+	p = startProc(t, bin, cfgPath, addr)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		attempts, acked = keepSending(addr, prefix, body, n, stop)
+	}()
+	for range 10 {
+		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p = startProc(t, bin, cfgPath, addr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	<-done
+	return p, attempts, acked
 }
 
 // keepSending runs n clients that send to addr until stop closes, each
