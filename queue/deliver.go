@@ -182,17 +182,9 @@ func NewDeliverer(o DeliverOptions) *Deliverer {
 // EnqueueFresh queues a message just spooled, keeping it in memory for
 // its first attempt.
 func (d *Deliverer) EnqueueFresh(env *Envelope, msg []byte) {
-	d.mu.Lock()
-	if d.freshBytes+len(msg) <= freshMax {
-		if d.fresh == nil {
-			d.fresh = map[string]freshMsg{}
-		}
-		e := *env
-		e.Rcpts = append([]RcptState(nil), env.Rcpts...)
-		d.fresh[env.ID] = freshMsg{&e, msg}
-		d.freshBytes += len(msg)
-	}
-	d.mu.Unlock()
+	e := *env // the caller keeps env
+	e.Rcpts = append([]RcptState(nil), env.Rcpts...)
+	d.keepFresh(&e, msg)
 	d.Enqueue(env.ID, env.NextAttempt)
 }
 
@@ -218,8 +210,8 @@ func (d *Deliverer) Release(id string) {
 	d.mu.Unlock()
 }
 
-// keepFresh keeps a message put back untried in memory for its next
-// attempt, as EnqueueFresh does, within the same bound.
+// keepFresh keeps env and msg in memory for the message's next attempt,
+// within freshMax bytes.
 func (d *Deliverer) keepFresh(env *Envelope, msg []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

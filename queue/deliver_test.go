@@ -241,12 +241,18 @@ func smarthostConfig(addr string) *DeliveryConfig {
 // startDeliverer runs a deliverer on a new spool until the test ends.
 func startDeliverer(t *testing.T, cfg *DeliveryConfig) (*Deliverer, *testRelay, *Spool) {
 	t.Helper()
+	return startDelivererRes(t, cfg, nil)
+}
+
+// startDelivererRes is startDeliverer with res for MX and address lookups.
+func startDelivererRes(t *testing.T, cfg *DeliveryConfig, res *net.Resolver) (*Deliverer, *testRelay, *Spool) {
+	t.Helper()
 	sp, err := OpenSpool(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	rel := &testRelay{cfg: cfg, out: map[string][]string{}}
-	d := NewDeliverer(DeliverOptions{Spool: sp, Relay: rel, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d := NewDeliverer(DeliverOptions{Spool: sp, Relay: rel, Resolver: res, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	d.Start(context.Background())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,8 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -44,18 +41,7 @@ func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
 	fmt.Sscan(port, &p)
 	cfg := smarthostConfig("")
 	cfg.Mode, cfg.Port, cfg.MaxWorkers, cfg.ConnsPerDest = "mx", p, 10, 2
-	sp, err := OpenSpool(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel := &testRelay{cfg: cfg, out: map[string][]string{}}
-	d := NewDeliverer(DeliverOptions{Spool: sp, Relay: rel, Resolver: res, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	d.Start(context.Background())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Stop(ctx)
-	})
+	d, _, sp := startDelivererRes(t, cfg, res)
 
 	put := func(prefix string, n int, rcpt string) {
 		for i := range n {
@@ -128,18 +114,7 @@ func TestOpportunisticTLS(t *testing.T) {
 	fmt.Sscan(port, &p)
 	cfg := smarthostConfig("")
 	cfg.Mode, cfg.Port, cfg.ConnsPerDest = "mx", p, 1
-	sp, err := OpenSpool(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := NewDeliverer(DeliverOptions{Spool: sp, Relay: &testRelay{cfg: cfg, out: map[string][]string{}}, Resolver: res,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	d.Start(context.Background())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Stop(ctx)
-	})
+	d, _, _ := startDelivererRes(t, cfg, res)
 	submit(t, d, 3, "ann@tls.test")
 	k.wait(t, 3)
 	k.mu.Lock()

@@ -149,16 +149,15 @@ func TestDSNNeverCarriesTheBody(t *testing.T) {
 // field existed reads as outbound, whose failures are bounced as before.
 func TestOldEnvelopesStayBounceable(t *testing.T) {
 	cfg := &Config{Delivery: Delivery{InboundBounces: "none"}}
-	s := &Server{}
 	var old queue.Envelope
 	if err := json.Unmarshal([]byte(`{"id":"01M84JD3JDY6XMB2VN618W3HFC","from":"a@b.example","rcpts":[{"addr":"c@d.example","status":"failed"}]}`), &old); err != nil {
 		t.Fatal(err)
 	}
-	if !s.bounceable(cfg, &old) {
+	if !queue.Bounceable(&old, cfg.Delivery.InboundBounces) {
 		t.Error("an old envelope is not bounced")
 	}
 	old.Inbound = true
-	if s.bounceable(cfg, &old) {
+	if queue.Bounceable(&old, cfg.Delivery.InboundBounces) {
 		t.Error("inbound mail bounced under inbound_bounces: none")
 	}
 }

@@ -139,12 +139,6 @@ func (d *Delivery) queueConfig(hostname string) *queue.DeliveryConfig {
 	return dc
 }
 
-// bounceable reports whether env's sender may be sent DSNs (see
-// queue.Bounceable).
-func (s *Server) bounceable(cfg *Config, env *queue.Envelope) bool {
-	return queue.Bounceable(env, cfg.Delivery.InboundBounces)
-}
-
 // undeliverableInbound is the end of an inbound message that failed and
 // is not bounced: the operator sees it in the log and in the decision
 // record (`sluice decision ID`), and it is counted against the client's

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -25,15 +24,7 @@ type QueuedMessage struct {
 }
 
 // QueueResult says what a retry or a delete did to each id it was given.
-type QueueResult struct {
-	Done []string `json:"done"`
-	// Busy are being delivered at this moment: a retry is moot (the
-	// attempt is under way), a delete must wait for its outcome.
-	Busy    []string `json:"busy,omitempty"`
-	Missing []string `json:"missing,omitempty"`
-	// Bounced are the deleted messages whose sender was sent a bounce.
-	Bounced []string `json:"bounced,omitempty"`
-}
+type QueueResult = queue.OpResult
 
 // queueIDs is the body of a retry or delete.
 type queueIDs struct {
@@ -45,111 +36,14 @@ type queueIDs struct {
 // delete syncs the spool for each, and the client gives a request 10 s.
 const adminBatch = 100
 
-// QueueRetry makes the next attempt of the queued messages ids now. The
-// envelope on disk keeps its next_attempt until that attempt rewrites it.
-func (s *Server) QueueRetry(ids []string) (*QueueResult, error) {
-	res := &QueueResult{Done: []string{}}
-	var found []string
-	for _, id := range ids {
-		if _, err := s.spool.Envelope(queue.AreaQueue, id); errors.Is(err, queue.ErrNotFound) {
-			res.Missing = append(res.Missing, id)
-			continue
-		} else if err != nil {
-			return res, err
-		}
-		found = append(found, id)
-	}
-	res.Busy = s.delivery.RetryIDs(found)
-	busy := map[string]bool{}
-	for _, id := range res.Busy {
-		busy[id] = true
-	}
-	for _, id := range found {
-		if !busy[id] {
-			res.Done = append(res.Done, id)
-		}
-	}
-	if len(res.Done) > 0 {
-		s.log.Info("queue: retry now", "messages", len(res.Done))
-	}
-	return res, nil
-}
+// QueueRetry makes the next attempt of the queued messages ids now
+// (queue.Deliverer.Retry).
+func (s *Server) QueueRetry(ids []string) (*QueueResult, error) { return s.delivery.Retry(ids) }
 
-// QueueDelete removes queued messages; with bounce, their senders are
-// first sent a bounce (RFC 3464) for each recipient not yet delivered,
-// unless they are senders no bounce goes to (see bounceable). One that is
-// being delivered at this moment is left alone (Busy): its attempt would
-// write its envelope back.
+// QueueDelete removes queued messages, bouncing them first if bounce
+// (queue.Deliverer.Delete).
 func (s *Server) QueueDelete(ids []string, bounce bool) (*QueueResult, error) {
-	res := &QueueResult{Done: []string{}}
-	for _, id := range ids {
-		bounced := false
-		busy, err := s.delivery.WhileIdle(id, func() error {
-			if bounce {
-				var err error
-				if bounced, err = s.bounceDeleted(id); err != nil {
-					return err
-				}
-			}
-			return s.spool.Discard(queue.AreaQueue, id)
-		})
-		switch {
-		case busy:
-			res.Busy = append(res.Busy, id)
-		case errors.Is(err, queue.ErrNotFound):
-			res.Missing = append(res.Missing, id)
-		case err != nil:
-			return res, err
-		default:
-			res.Done = append(res.Done, id)
-			if bounced {
-				res.Bounced = append(res.Bounced, id)
-			}
-			s.log.Info("queue: deleted by the operator", "id", id, "bounced", bounced)
-		}
-	}
-	return res, nil
-}
-
-// bounceDeleted queues the bounce of a message the operator deletes: its
-// recipients not yet delivered fail with the reason, and the last error.
-func (s *Server) bounceDeleted(id string) (bool, error) {
-	env, err := s.spool.Envelope(queue.AreaQueue, id)
-	if err != nil {
-		return false, err
-	}
-	if !s.bounceable(s.cfg.Load(), env) {
-		return false, nil
-	}
-	msg, err := s.spool.Message(queue.AreaQueue, id)
-	if err != nil {
-		return false, err
-	}
-	failed := 0
-	for i := range env.Rcpts {
-		r := &env.Rcpts[i]
-		if r.Status == queue.StatusFailed {
-			failed++ // a bounce that could not be sent before: sent now
-		}
-		if r.Status != queue.StatusPending {
-			continue
-		}
-		failed++
-		// No SMTP server said this: no reply code, a 5.0.0 status.
-		r.Status, r.Code, r.Enhanced = queue.StatusFailed, 0, "5.0.0"
-		if r.Detail != "" {
-			r.Detail = "deleted from the queue by the operator; last error: " + r.Detail
-		} else {
-			r.Detail = "deleted from the queue by the operator"
-		}
-	}
-	if failed == 0 {
-		return false, nil // every recipient has its message
-	}
-	if err := s.delivery.SendDSN(env, msg, "failed"); err != nil {
-		return false, fmt.Errorf("bounce of %s: %w", id, err)
-	}
-	return true, nil
+	return s.delivery.Delete(ids, bounce)
 }
 
 // errBusy: a delete of a message whose attempt is under way.
