@@ -3,6 +3,7 @@ package queue
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -11,21 +12,25 @@ import (
 
 // localWriter delivers into dir/RCPT/ID.eml, the built-in target of the
 // embedded default. A file appears complete or not at all: it is written
-// under a temporary name, made durable, renamed into place, and its
-// folder is fsynced. The syncs are a group commit: one goroutine takes
-// every delivery waiting at that moment and, for the whole batch, starts
-// the write-back of all the files (sync_file_range), fdatasyncs them at
-// once (concurrent fdatasyncs share journal commits; one after another
-// they measured 2-3x slower), renames them, and fsyncs each folder once.
-// A burst of deliveries thus shares its journal commits instead of
-// paying two per message, and never flushes the whole file system
-// (syncfs).
-// The folder syncs of one batch overlap the file syncs of the next.
-// A recipient counts as delivered only when its file and its folder
-// entry are durable, so the spool forgets no message a crash could lose.
+// under a temporary name, its data reaches the disk, and only then is it
+// renamed into place; a delivery counts once the file and its folder
+// entry are durable. The syncs are a group commit: one goroutine takes
+// every delivery waiting at that moment, starts the write-back of all
+// their files at once (sync_file_range), waits for their data, renames
+// them and hands the batch on; a second goroutine fsyncs each folder of
+// the batch once, and the batch's files become durable with that commit.
+// Where the file system's journal keeps metadata in order (ext4 with a
+// journal, XFS: orderedJournal), waiting for a file's write-back is all
+// the order a crash needs, so the 250 waits for one journal commit; on
+// others each file is fdatasynced before its rename, a commit more.
+// (10 sessions, 10 KB, ext4: 730-840 msg/s with two commits, 935-955
+// with one.) The next batch's write-back overlaps this batch's commit,
+// and the whole file system is never flushed (syncfs).
 type localWriter struct {
-	sync bool
-	dirs sync.Map // folder path -> *folderSetup
+	sync    bool
+	ordered func(dir string) bool // orderedJournal; tests force either path
+	named   bool                  // no unnamed files (tests)
+	dirs    sync.Map              // folder path -> *folderSetup
 
 	mu      sync.Mutex
 	pending []*localFile
@@ -40,9 +45,10 @@ type localWriter struct {
 // synced) once, and swept of the temporary files a killed relay left in
 // it before its first delivery.
 type folderSetup struct {
-	once  sync.Once
-	err   error
-	swept bool
+	once    sync.Once
+	err     error
+	swept   bool
+	ordered bool // orderedJournal: a file's data wait replaces its commit
 }
 
 // prepare makes fdir, a folder of dir, and, the first time this process
@@ -68,15 +74,109 @@ func (w *localWriter) prepare(dir, fdir string, sweep bool) error {
 	return nil
 }
 
-// localFile is a delivery waiting for the group commit.
+// localFile is a message file being written: an unnamed file (O_TMPFILE)
+// that place links into the folder, or, where the file system has no
+// unnamed files, ID.eml.tmp that place renames. Both keep a crash from
+// showing part of a file under its name; the unnamed one also leaves
+// nothing behind (the file system frees it) and costs one folder entry
+// instead of two: on ext4, 60 µs a 10 KB file against 90 µs.
 type localFile struct {
-	f         *os.File
-	tmp, path string
-	err       chan error
+	fd        int
+	tmp, path string // tmp "": unnamed
+	ordered   bool
+	err       chan error // the group commit's answer
+}
+
+// createLocal opens the file that will be path, in folder fdir.
+func createLocal(fdir, path string, unnamed bool) (*localFile, error) {
+	if unnamed {
+		fd, err := unix.Open(fdir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return &localFile{fd: fd, path: path}, nil
+		}
+	}
+	tmp := path + ".tmp"
+	fd, err := unix.Open(tmp, unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: tmp, Err: err}
+	}
+	return &localFile{fd: fd, tmp: tmp, path: path}, nil
+}
+
+// write writes head and body in one system call, as long as the kernel
+// takes it all.
+func (lf *localFile) write(head string, body []byte) error {
+	bufs := [][]byte{[]byte(head), body}
+	for len(bufs) > 0 {
+		n, err := unix.Writev(lf.fd, bufs)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "write", Path: lf.path, Err: err}
+		}
+		for n > 0 && len(bufs) > 0 {
+			k := min(n, len(bufs[0]))
+			bufs[0], n = bufs[0][k:], n-k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return nil
+}
+
+// place gives the written file its name, replacing any file of that name
+// (a retry of the same message), and closes it.
+func (lf *localFile) place() error {
+	err := lf.link()
+	if cerr := unix.Close(lf.fd); err == nil && cerr != nil {
+		err = &os.PathError{Op: "close", Path: lf.path, Err: cerr}
+	}
+	lf.fd = -1
+	if err != nil {
+		lf.discard()
+	}
+	return err
+}
+
+func (lf *localFile) link() error {
+	if lf.tmp == "" {
+		proc := "/proc/self/fd/" + strconv.Itoa(lf.fd)
+		err := unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, lf.path, unix.AT_SYMLINK_FOLLOW)
+		if err != unix.EEXIST {
+			if err != nil {
+				return &os.LinkError{Op: "link", Old: proc, New: lf.path, Err: err}
+			}
+			return nil
+		}
+		// A link cannot replace: link beside, then rename over.
+		lf.tmp = lf.path + ".tmp"
+		os.Remove(lf.tmp)
+		if err := unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, lf.tmp, unix.AT_SYMLINK_FOLLOW); err != nil {
+			lf.tmp = ""
+			return &os.LinkError{Op: "link", Old: proc, New: lf.path, Err: err}
+		}
+	}
+	return os.Rename(lf.tmp, lf.path)
+}
+
+// discard closes the file if it is open and removes its temporary name.
+func (lf *localFile) discard() {
+	if lf.fd >= 0 {
+		unix.Close(lf.fd)
+		lf.fd = -1
+	}
+	if lf.tmp != "" {
+		os.Remove(lf.tmp)
+	}
 }
 
 func newLocalWriter(durable bool) *localWriter {
-	w := &localWriter{sync: durable, kick: make(chan struct{}, 1), done: make(chan struct{}), synced: make(chan fileBatch, 1)}
+	w := &localWriter{sync: durable, ordered: orderedJournal, kick: make(chan struct{}, 1), done: make(chan struct{}), synced: make(chan fileBatch, 1)}
 	if durable {
 		go w.run()
 		go w.syncFolders()
@@ -125,33 +225,39 @@ func (w *localWriter) flush() {
 	}
 	errs := make([]error, len(batch))
 	for _, lf := range batch {
-		// Start every file's write-back first, so that their blocks are
-		// allocated in the journal transaction the first fdatasync
-		// commits. An error here is only a lost optimisation.
-		unix.SyncFileRange(int(lf.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+		// Start every file's write-back at once, so that the disk sees
+		// the batch's data together. An error here is only a lost
+		// optimisation.
+		unix.SyncFileRange(lf.fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
+	// The data must be on disk before the name. On an ordered journal,
+	// waiting for the write-back is enough (the folder's commit below
+	// makes both durable); elsewhere each file is fdatasynced, all at
+	// once so that they share commits (one after another they measured
+	// 2-3x slower).
 	var wg sync.WaitGroup
 	for i, lf := range batch {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = unix.Fdatasync(int(lf.f.Fd())) }()
+		fd := lf.fd
+		if !lf.ordered {
+			wg.Go(func() { errs[i] = unix.Fdatasync(fd) })
+			continue
+		}
+		errs[i] = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 	}
 	wg.Wait()
 	for i, lf := range batch {
-		if err := lf.f.Close(); errs[i] == nil {
-			errs[i] = err
-		}
 		if errs[i] == nil {
-			errs[i] = os.Rename(lf.tmp, lf.path)
-		}
-		if errs[i] != nil {
-			os.Remove(lf.tmp)
+			errs[i] = lf.place()
+		} else {
+			lf.discard()
 		}
 	}
 	w.synced <- fileBatch{batch, errs}
 }
 
 // syncFolders fsyncs the folders of each batch run hands it, once each,
-// and answers the batch's deliveries.
+// and answers the batch's deliveries. That commit makes the renames
+// durable, and on an ordered journal the files' data and size with them.
 func (w *localWriter) syncFolders() {
 	for b := range w.synced {
 		dirs := map[string]error{}
@@ -173,25 +279,22 @@ func (w *localWriter) syncFolders() {
 	}
 }
 
-// commit hands f, written to tmp, to the group commit and returns once it
-// is durable at path (or failed, and tmp is gone).
-func (w *localWriter) commit(f *os.File, tmp, path string) error {
-	lf := &localFile{f: f, tmp: tmp, path: path, err: make(chan error, 1)}
+// commit hands lf, written, to the group commit and returns once it is
+// durable at its path (or failed, and its temporary name is gone).
+func (w *localWriter) commit(lf *localFile) error {
+	lf.err = make(chan error, 1)
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
-		err := unix.Fdatasync(int(f.Fd()))
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
+		err := unix.Fdatasync(lf.fd)
 		if err != nil {
-			os.Remove(tmp)
+			lf.discard()
+			return &os.PathError{Op: "fdatasync", Path: lf.path, Err: err}
+		}
+		if err = lf.place(); err != nil {
 			return err
 		}
-		return syncDir(filepath.Dir(path))
+		return syncDir(filepath.Dir(lf.path))
 	}
 	w.pending = append(w.pending, lf)
 	w.mu.Unlock()
@@ -226,34 +329,27 @@ func (w *localWriter) deliver(dir string, env *Envelope, msg []byte, rcpt string
 		w.dirs.CompareAndSwap(fdir, fd, &folderSetup{swept: fd.swept || fd.err == nil})
 		return Result{Code: 451, Enhanced: "4.3.0", Detail: err.Error(), Remote: "local"}
 	}
-	fd.once.Do(func() { fd.err = w.prepare(dir, fdir, !fd.swept) })
+	fd.once.Do(func() {
+		fd.err = w.prepare(dir, fdir, !fd.swept)
+		fd.ordered = w.ordered(fdir)
+	})
 	if fd.err != nil {
 		return failed(fd.err)
 	}
 	head := "Return-Path: <" + env.From + ">\r\nDelivered-To: " + rcpt + "\r\n"
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	lf, err := createLocal(fdir, path, !w.named)
 	if err != nil {
 		return failed(err)
 	}
-	if _, err = f.WriteString(head); err == nil {
-		_, err = f.Write(msg)
-	}
-	if err != nil {
-		f.Close()
-		os.Remove(tmp)
+	lf.ordered = fd.ordered
+	if err = lf.write(head, msg); err != nil {
+		lf.discard()
 		return failed(err)
 	}
 	if w.sync {
-		err = w.commit(f, tmp, path)
+		err = w.commit(lf)
 	} else {
-		err = f.Close()
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
-		if err != nil {
-			os.Remove(tmp)
-		}
+		err = lf.place()
 	}
 	if err != nil {
 		return failed(err)

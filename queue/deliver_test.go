@@ -536,8 +536,20 @@ func TestRetryNow(t *testing.T) {
 // TestLocalDelivery: local delivery writes complete files only, and a
 // recipient is reported delivered (and the message leaves the spool)
 // only once its file is in place; a folder it cannot write keeps the
-// message queued.
+// message queued; delivering the same message again replaces its file.
+// Every way of writing is tried, whatever the file system here: the
+// ordered journal's commit (wait for the data, one commit) and the
+// fdatasync of each file, each with unnamed files linked into place and
+// with named temporary files renamed.
 func TestLocalDelivery(t *testing.T) {
+	for _, ordered := range []bool{true, false} {
+		for _, named := range []bool{false, true} {
+			t.Run(fmt.Sprintf("ordered=%v,named=%v", ordered, named), func(t *testing.T) { testLocalDelivery(t, ordered, named) })
+		}
+	}
+}
+
+func testLocalDelivery(t *testing.T, ordered, named bool) {
 	dir := t.TempDir()
 	cfg := smarthostConfig("")
 	cfg.Mode, cfg.LocalDir = "local", dir
@@ -554,6 +566,8 @@ func TestLocalDelivery(t *testing.T) {
 		}
 	}
 	d := NewDeliverer(DeliverOptions{Spool: sp, Relay: rel, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d.local.ordered = func(string) bool { return ordered }
+	d.local.named = named
 	// A file where the folder of broken@example.org would go.
 	if err := os.WriteFile(filepath.Join(dir, "broken@example.org"), nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -573,6 +587,13 @@ func TestLocalDelivery(t *testing.T) {
 	}
 	if n := early.Load(); n != 0 {
 		t.Errorf("%d recipients reported delivered before their file was complete", n)
+	}
+	again := &Envelope{ID: ids[0], From: "again@b.test"}
+	if r := d.local.deliver(dir, again, []byte("Subject: again\r\n\r\nsecond\r\n"), "bob@example.org"); !r.OK {
+		t.Fatalf("delivering %s again: %+v", ids[0], r)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "bob@example.org", ids[0]+".eml")); err != nil || !bytes.HasPrefix(b, []byte("Return-Path: <again@b.test>")) {
+		t.Errorf("%s delivered again: %q %v", ids[0], b, err)
 	}
 	tmps, _ := filepath.Glob(filepath.Join(dir, "*", "*.tmp"))
 	if len(tmps) != 0 {
