@@ -62,6 +62,7 @@ type Server struct {
 	tls      atomic.Pointer[tls.Config]
 	store    store.Store
 	ids      *engine.IDSource
+	ptr      builtins.Resolver // rdns without Options.Resolver
 	unsubKey []byte
 	// UnsubscribeAddr is where the unsubscribe endpoint listens, once
 	// started (nil when off).
@@ -126,6 +127,7 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.dns = s.metrics.WrapResolver(s.dns)
+	s.ptr = newDefaultResolver()
 	s.plugFacts()
 	rules, err := engine.NewReloader(cfg.RulesDir, s.reg, engine.Options{IDs: s.ids}, s.log, func(rs *engine.RuleSet) {
 		s.log.Info("rules reloaded", "dir", cfg.RulesDir, "rules", len(rs.Rules()), "checksum", rs.Checksum())

@@ -55,7 +55,7 @@ func (s *Server) newConnInfo(ip netip.Addr, mode string) *connInfo {
 	ci := &connInfo{s: s, ip: ip, mode: mode, dns: mailauth.NewRecorder(s.dns)}
 	ci.in = &builtins.Input{ClientIP: ip.String(), Resolver: s.opts.Resolver, DNS: ci.dns, Lists: storeLists{s: s, ci: ci}, Counters: ci, Session: ci}
 	if ci.in.Resolver == nil {
-		ci.in.Resolver = defaultResolver{}
+		ci.in.Resolver = s.ptr
 	}
 	if s.cls != nil {
 		ci.in.Classifier = s.cls
