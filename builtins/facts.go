@@ -249,62 +249,48 @@ func ParseWindow(s string) (time.Duration, error) {
 
 // Fingerprint hashes a message's subject and text with digits removed and
 // white space folded, so the same cron noise with a new timestamp matches.
-// The folding stops once 4 KB are kept: they tell messages apart.
 func Fingerprint(subject, text string) string {
-	// The subject's fold, a 0, the text's; a fold may overrun the 4 KB by
-	// the space and the rune it was adding.
-	var buf [fingerprintLimit + 1 + utf8.UTFMax + 1]byte
-	n := fingerprintFold(&buf, 0, subject)
-	buf[n] = 0
-	n = fingerprintFold(&buf, n+1, text)
-	sum := sha256.Sum256(buf[:n])
-	return hex.EncodeToString(sum[:12])
-}
-
-const fingerprintLimit = 4 << 10
-
-// fingerprintFold writes s into buf from n on, lower case, digits dropped,
-// each run of white space one space before the next character kept, until
-// fingerprintLimit bytes are kept; it returns the new length.
-func fingerprintFold(buf *[fingerprintLimit + 1 + utf8.UTFMax + 1]byte, n int, s string) int {
-	space := false
-	for i := 0; i < len(s) && n < fingerprintLimit; {
-		c := s[i]
-		if c < utf8.RuneSelf { // ASCII, nearly all of it
-			i++
-			if c-'0' <= 9 {
+	buf := make([]byte, 0, min(len(subject)+len(text), 4<<10)+2)
+	fold := func(s string) {
+		space := false
+		for i := 0; i < len(s) && len(buf) < 4<<10; { // the first 4 KB tell messages apart
+			c := s[i]
+			if c < utf8.RuneSelf { // ASCII, nearly all of it
+				i++
+				switch {
+				case c >= '0' && c <= '9':
+					continue
+				case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+					space = true
+					continue
+				case c >= 'A' && c <= 'Z':
+					c += 'a' - 'A'
+				}
+				if space {
+					buf = append(buf, ' ')
+					space = false
+				}
+				buf = append(buf, c)
 				continue
 			}
-			if c <= ' ' && (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+			r, n := utf8.DecodeRuneInString(s[i:])
+			i += n
+			if unicode.IsSpace(r) {
 				space = true
 				continue
 			}
-			if c-'A' < 26 {
-				c += 'a' - 'A'
-			}
 			if space {
-				buf[n] = ' '
-				n++
+				buf = append(buf, ' ')
 				space = false
 			}
-			buf[n] = c
-			n++
-			continue
+			buf = utf8.AppendRune(buf, unicode.ToLower(r))
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-		if unicode.IsSpace(r) {
-			space = true
-			continue
-		}
-		if space {
-			buf[n] = ' '
-			n++
-			space = false
-		}
-		n += utf8.EncodeRune(buf[n:], unicode.ToLower(r))
 	}
-	return n
+	fold(subject)
+	buf = append(buf, 0)
+	fold(text)
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:12])
 }
 
 func (m *Message) inList(name, value string) bool {

@@ -2,16 +2,11 @@ package builtins
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/miekg/dns"
 
@@ -310,69 +305,5 @@ func BenchmarkFingerprint(b *testing.B) {
 				Fingerprint("Your report for 12 March", c.text)
 			}
 		})
-	}
-}
-
-// fingerprintRef is Fingerprint as it was first written (append to a
-// slice), verbatim, kept to show the faster one hashes the same bytes: counts of
-// repeated_messages keep their keys across an upgrade.
-func fingerprintRef(subject, text string) string {
-	buf := make([]byte, 0, min(len(subject)+len(text), 4<<10)+2)
-	fold := func(s string) {
-		space := false
-		for i := 0; i < len(s) && len(buf) < 4<<10; { // the first 4 KB tell messages apart
-			c := s[i]
-			if c < utf8.RuneSelf { // ASCII, nearly all of it
-				i++
-				switch {
-				case c >= '0' && c <= '9':
-					continue
-				case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
-					space = true
-					continue
-				case c >= 'A' && c <= 'Z':
-					c += 'a' - 'A'
-				}
-				if space {
-					buf = append(buf, ' ')
-					space = false
-				}
-				buf = append(buf, c)
-				continue
-			}
-			r, n := utf8.DecodeRuneInString(s[i:])
-			i += n
-			if unicode.IsSpace(r) {
-				space = true
-				continue
-			}
-			if space {
-				buf = append(buf, ' ')
-				space = false
-			}
-			buf = utf8.AppendRune(buf, unicode.ToLower(r))
-		}
-	}
-	fold(subject)
-	buf = append(buf, 0)
-	fold(text)
-	sum := sha256.Sum256(buf)
-	return hex.EncodeToString(sum[:12])
-}
-
-func TestFingerprintSameBytes(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	pieces := []string{"a", "Z", "7", " ", "\t", "\r\n", "\v", "é", "Ж", "\u00a0", "\u2003", "😀", "\xff", "x"}
-	for range 3000 {
-		var sb [2]strings.Builder
-		for k := range sb {
-			for range rng.IntN(6000) {
-				sb[k].WriteString(pieces[rng.IntN(len(pieces))])
-			}
-		}
-		subj, text := sb[0].String(), sb[1].String()
-		if got, want := Fingerprint(subj, text), fingerprintRef(subj, text); got != want {
-			t.Fatalf("Fingerprint(%d bytes, %d bytes) = %s, the first version gave %s", len(subj), len(text), got, want)
-		}
 	}
 }
