@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
@@ -26,6 +27,7 @@ const errThreshold = 3
 type Conn struct {
 	conn   net.Conn
 	text   *textproto.Conn
+	br     *bufio.Reader // sluice patch: under text, see init
 	server *Server
 	helo   string
 
@@ -46,10 +48,11 @@ type Conn struct {
 	didAuth      bool
 }
 
-func newConn(c net.Conn, s *Server) *Conn {
+func newConn(c net.Conn, s *Server, br *bufio.Reader) *Conn {
 	sc := &Conn{
 		server: s,
 		conn:   c,
+		br:     br,
 	}
 
 	sc.init()
@@ -83,6 +86,17 @@ func (c *Conn) init() {
 		}
 	}
 
+	// sluice patch: read the connection through a 32 KB buffer, not
+	// textproto's 4 KB one alone, so that a message comes in a few reads
+	// instead of one per 4 KB. The buffer is the serving goroutine's
+	// (serveConns), reused from one connection to the next; what it held
+	// of the previous one, or before STARTTLS, is dropped.
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(rwc.Reader, 32<<10)
+	} else {
+		c.br.Reset(rwc.Reader)
+	}
+	rwc.Reader = c.br
 	c.text = textproto.NewConn(rwc)
 }
 

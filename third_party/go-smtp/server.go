@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -163,8 +164,11 @@ const workerIdle = 10 * time.Second
 func (s *Server) serveConns(c net.Conn) {
 	defer s.wg.Done()
 	var timer *time.Timer
+	var br *bufio.Reader // each connection's reader, reused
 	for {
-		if err := s.handleConn(newConn(c, s)); err != nil {
+		conn := newConn(c, s, br)
+		br = conn.br
+		if err := s.handleConn(conn); err != nil {
 			s.ErrorLog.Printf("error handling %v: %s", c.RemoteAddr(), err)
 		}
 		if timer == nil {
