@@ -103,30 +103,23 @@ func createLocal(fdir, path string, unnamed bool) (*localFile, error) {
 	return &localFile{fd: fd, tmp: tmp, path: path}, nil
 }
 
-// write writes head and body in one system call, as long as the kernel
-// takes it all.
+// write writes head and body, in one system call unless the kernel takes
+// less than the whole.
 func (lf *localFile) write(head string, body []byte) error {
-	bufs := [][]byte{[]byte(head), body}
-	for len(bufs) > 0 {
-		n, err := unix.Writev(lf.fd, bufs)
-		if err == unix.EINTR {
-			continue
+	h := []byte(head)
+	n, err := unix.Writev(lf.fd, [][]byte{h, body})
+	for err == nil || err == unix.EINTR {
+		if n < len(h) {
+			h = h[max(n, 0):]
+		} else {
+			body, h = body[n-len(h):], nil
 		}
-		if err != nil {
-			return &os.PathError{Op: "write", Path: lf.path, Err: err}
+		if len(h)+len(body) == 0 {
+			return nil
 		}
-		for n > 0 && len(bufs) > 0 {
-			k := min(n, len(bufs[0]))
-			bufs[0], n = bufs[0][k:], n-k
-			if len(bufs[0]) == 0 {
-				bufs = bufs[1:]
-			}
-		}
-		for len(bufs) > 0 && len(bufs[0]) == 0 {
-			bufs = bufs[1:]
-		}
+		n, err = unix.Writev(lf.fd, [][]byte{h, body})
 	}
-	return nil
+	return &os.PathError{Op: "write", Path: lf.path, Err: err}
 }
 
 // place gives the written file its name, replacing any file of that name

@@ -38,7 +38,7 @@ func mountOf(t *testing.T, dir string) (fstype, source string) {
 	dir, _ = filepath.EvalSymlinks(dir)
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		t.Skip("no /proc/self/mountinfo")
+		t.Fatal(err) // orderedJournal itself reads /proc
 	}
 	defer f.Close()
 	best := -1

@@ -127,7 +127,7 @@ func New(cfg *Config, cfgPath string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.dns = s.metrics.WrapResolver(s.dns)
-	s.ptr = newDefaultResolver()
+	s.ptr = mailauth.NewSystemPTR()
 	s.plugFacts()
 	rules, err := engine.NewReloader(cfg.RulesDir, s.reg, engine.Options{IDs: s.ids}, s.log, func(rs *engine.RuleSet) {
 		s.log.Info("rules reloaded", "dir", cfg.RulesDir, "rules", len(rs.Rules()), "checksum", rs.Checksum())

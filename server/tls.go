@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -71,21 +70,4 @@ func selfSigned(host, certPath, keyPath string) error {
 		return err
 	}
 	return os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-}
-
-// defaultResolver looks up PTR names as the system does: /etc/hosts, then
-// the servers of /etc/resolv.conf, in nsswitch.conf's order. It is Go's
-// own resolver, not libc's: libc's costs a thread per lookup (a cgo call,
-// about 4% of the relay's CPU at one connection per message) to consult
-// NSS modules such as mdns, which have no say in a mail client's name.
-type defaultResolver struct{ r *net.Resolver }
-
-func newDefaultResolver() defaultResolver {
-	return defaultResolver{&net.Resolver{PreferGo: true}}
-}
-
-func (d defaultResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return d.r.LookupAddr(ctx, addr)
 }
