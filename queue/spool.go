@@ -24,12 +24,7 @@ type Spool struct {
 	segDir string
 	// NoSync skips fsync: only for benchmarks that measure the rest.
 	NoSync bool
-	// group, when syncfs works here, is what Sync uses to make the files
-	// of a writer beside the spool (local delivery) durable; made on the
-	// first Sync, so that an operator command does not pay a syncfs.
-	group     *groupSync
-	groupOnce sync.Once
-	lock      *os.File
+	lock   *os.File
 
 	opts options
 
@@ -408,51 +403,6 @@ func (s *Spool) commit(lsn uint64) error {
 	return nil
 }
 
-// Sync makes every write before it durable: the spool's and, where the
-// file system allows syncfs(2), those of other files on it (local
-// delivery counts on that unless SyncsPerFile).
-func (s *Spool) Sync() error {
-	if s.NoSync {
-		return nil
-	}
-	s.mu.Lock()
-	lsn := s.lsn
-	s.mu.Unlock()
-	if s.syncfs() != nil {
-		err := s.group.sync()
-		if err == nil {
-			s.cmu.Lock()
-			if lsn > s.durable {
-				s.durable = lsn
-			}
-			s.cmu.Unlock()
-		}
-		return err
-	}
-	return s.commit(lsn)
-}
-
-// SyncsPerFile reports whether each file must be fsynced on its own: the
-// file system's group sync (syncfs) is not available here, so a writer
-// beside the spool (local delivery) cannot count on Sync to cover its files.
-func (s *Spool) SyncsPerFile() bool { return !s.NoSync && s.syncfs() == nil }
-
-// syncfs returns the group sync, nil where syncfs(2) fails.
-func (s *Spool) syncfs() *groupSync {
-	s.groupOnce.Do(func() {
-		if g, err := newGroupSync(s.dir); err == nil {
-			s.mu.Lock()
-			if s.closed {
-				g.close()
-			} else {
-				s.group = g
-			}
-			s.mu.Unlock()
-		}
-	})
-	return s.group
-}
-
 // validID keeps ids from naming paths outside the spool (the per-file
 // layout) and fits them in a record.
 func validID(id string) bool {
@@ -688,14 +638,10 @@ func (s *Spool) Close() error {
 }
 
 func (s *Spool) closeFiles() {
-	s.groupOnce.Do(func() {}) // none made after this
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sg := range s.segs {
 		sg.f.Close()
-	}
-	if s.group != nil {
-		s.group.close()
 	}
 	if s.lock != nil {
 		s.lock.Close() // releases the flock
