@@ -232,7 +232,12 @@ func (s *Server) Start(ctx context.Context) ([]Listening, error) {
 	cfg := s.cfg.Load()
 	var out []Listening
 	for _, l := range cfg.Listen {
-		ln, err := net.Listen("tcp", l.Addr)
+		// No TCP keep-alive: every command and every read of DATA has
+		// its timeout (limits.command_timeout), which ends a dead
+		// session sooner, and keep-alive cost four setsockopt calls on
+		// each connection.
+		lc := net.ListenConfig{KeepAlive: -1}
+		ln, err := lc.Listen(ctx, "tcp", l.Addr)
 		if err != nil {
 			s.closeListeners()
 			return nil, fmt.Errorf("listen %s: %w", l.Addr, err)
