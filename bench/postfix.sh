@@ -7,6 +7,7 @@
 #   bash bench/postfix.sh [-s SESSIONS] [-l SIZE] [-m COUNT] [-p PAIRS] [--mode smarthost|local]
 #   bash bench/postfix.sh --matrix [-m COUNT] [-p PAIRS]   # 10/50/200 sessions x 1/10/100 KB x smarthost/local
 #   bash bench/postfix.sh --dkim [-s ...]                   # sluice unsigned vs signed: signing's cost
+#   bash bench/postfix.sh --against REV [-s ...]            # sluice at REV vs this checkout (A/B)
 #   --loopfs: run on a fresh ext4 of the run's own (mkfs.ext4 defaults, a
 #   journal), on a loop device, instead of /tmp's file system
 #
@@ -49,7 +50,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 
-SESSIONS=50 SIZE=10240 COUNT="" PAIRS="" MODE=smarthost MODES="smarthost local" MATRIX=0 DKIM=0 LOOPFS=0
+SESSIONS=50 SIZE=10240 COUNT="" PAIRS="" MODE=smarthost MODES="smarthost local" MATRIX=0 DKIM=0 LOOPFS=0 AGAINST=""
 while [ $# -gt 0 ]; do
   case $1 in
     -s) SESSIONS=$2; shift 2 ;;
@@ -59,14 +60,15 @@ while [ $# -gt 0 ]; do
     --mode) MODE=$2 MODES=$2; shift 2 ;;
     --matrix) MATRIX=1; shift ;;
     --dkim) DKIM=1; shift ;;
+    --against) AGAINST=$2; shift 2 ;;
     --loopfs) LOOPFS=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "postfix.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
   esac
 done
 if [ $MATRIX = 1 ]; then COUNT=${COUNT:-2000} PAIRS=${PAIRS:-1}; else COUNT=${COUNT:-4000} PAIRS=${PAIRS:-3}; fi
 case $MODE in smarthost|local) ;; *) echo "postfix.sh: --mode is smarthost or local" >&2; exit 2 ;; esac
-if [ "$(id -u)" != 0 ] && [ $DKIM = 0 ]; then
+if [ "$(id -u)" != 0 ] && [ $DKIM = 0 ] && [ -z "$AGAINST" ]; then
   echo "postfix.sh: Postfix's master must be started as root (its daemons then drop to \$PF_OWNER); run as root" >&2
   exit 2
 fi
@@ -127,6 +129,11 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$work/sluice" ./cmd/sluice
+if [ -n "$AGAINST" ]; then
+  mkdir -p "$work/base-src"
+  git archive "$AGAINST" | tar -x -C "$work/base-src"
+  (cd "$work/base-src" && go build -o "$work/sluice-base" ./cmd/sluice)
+fi
 go build -o "$work/countsink" ./bench/countsink
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -276,7 +283,7 @@ sl_start() { # MODE SIGN
       echo "dkim_sign: [{domain: bench.test, selector: bench, key: $work/dkim.pem}]"
     fi
   } > "$work/sluice.yaml"
-  "$work/sluice" serve --config "$work/sluice.yaml" > "$work/sluice.out" 2> "$work/sluice.log" &
+  env ${SLENV:-} "${SLBIN:-$work/sluice}" serve --config "$work/sluice.yaml" > "$work/sluice.out" 2> "$work/sluice.log" &
   SLPID=$!
   pids+=($SLPID)
   waitport "$SLPORT"
@@ -456,6 +463,28 @@ u = [float(r[3]) for r in rows if r[0] == 'unsigned']; s = [float(r[3]) for r in
 d = [b - a for a, b in zip(u, s)]
 print("signing costs %.2f CPU-ms per message (median of %d pairs; %.2f to %.2f)" % (st.median(d), len(d), min(d), max(d)))
 EOF
+  exit 0
+fi
+
+if [ -n "$AGAINST" ]; then
+  # A change's effect: sluice built at REV and this checkout, alternately,
+  # each started afresh and warmed up before its measured run, so that
+  # neither inherits the other's state or the machine's drift in one
+  # direction.
+  : > "$RESULTS"
+  echo "== $(git rev-parse --short "$AGAINST") vs $(git describe --always --dirty): $MODE, $SESSIONS sessions, $SIZE-byte messages, $COUNT messages, $PAIRS pairs"
+  keep=$COUNT
+  for i in $(seq "$PAIRS"); do
+    for side in base new; do
+      if [ $side = base ]; then SLBIN=$work/sluice-base SLENV=${BASE_ENV:-}; else SLBIN=$work/sluice SLENV=${NEW_ENV:-}; fi
+      sl_start "$MODE" 0
+      COUNT=$((keep / 10 < 50 ? 50 : keep / 10)) WARM=1 run "$side" "$SLPORT" "$SLPID" "$MODE" "$SESSIONS" "$SIZE" > /dev/null
+      sed -i '$d' "$RESULTS" # the warm-up's line
+      COUNT=$keep run "$side" "$SLPORT" "$SLPID" "$MODE" "$SESSIONS" "$SIZE"
+      sl_stop
+    done
+  done
+  summarize base new "$MODE s=$SESSIONS l=$SIZE" | grep -v '^MEDIAN'
   exit 0
 fi
 
