@@ -8,6 +8,7 @@
 #   bash bench/postfix.sh --matrix [-m COUNT] [-p PAIRS]   # 10/50/200 sessions x 1/10/100 KB x smarthost/local
 #   bash bench/postfix.sh --dkim [-s ...]                   # sluice unsigned vs signed: signing's cost
 #   bash bench/postfix.sh --against REV [-s ...]            # sluice at REV vs this checkout (A/B)
+#     BASE_ENV=... NEW_ENV=...: environment of each side, e.g. NEW_ENV=GOMAXPROCS=1
 #   --loopfs: run on a fresh ext4 of the run's own (mkfs.ext4 defaults, a
 #   journal), on a loop device, instead of /tmp's file system
 #
@@ -62,7 +63,7 @@ while [ $# -gt 0 ]; do
     --dkim) DKIM=1; shift ;;
     --against) AGAINST=$2; shift 2 ;;
     --loopfs) LOOPFS=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "postfix.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
   esac
 done
