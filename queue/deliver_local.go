@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,10 @@ type folderSetup struct {
 	err     error
 	swept   bool
 	ordered bool // orderedJournal: a file's data wait replaces its commit
+	// named: the file system here has no unnamed files (O_TMPFILE), so
+	// later files go straight to ID.eml.tmp instead of failing an open
+	// first each time.
+	named atomic.Bool
 }
 
 // prepare makes fdir, a folder of dir, and, the first time this process
@@ -87,20 +92,24 @@ type localFile struct {
 	err       chan error // the group commit's answer
 }
 
-// createLocal opens the file that will be path, in folder fdir.
-func createLocal(fdir, path string, unnamed bool) (*localFile, error) {
+// createLocal opens the file that will be path, in folder fdir; with
+// unnamed, an unnamed file where the file system has them (noTmpfile
+// reports that it has not: EOPNOTSUPP, or EISDIR from kernels before
+// O_TMPFILE).
+func createLocal(fdir, path string, unnamed bool) (lf *localFile, noTmpfile bool, err error) {
 	if unnamed {
 		fd, err := unix.Open(fdir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 		if err == nil {
-			return &localFile{fd: fd, path: path}, nil
+			return &localFile{fd: fd, path: path}, false, nil
 		}
+		noTmpfile = err == unix.EOPNOTSUPP || err == unix.EISDIR
 	}
 	tmp := path + ".tmp"
 	fd, err := unix.Open(tmp, unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: tmp, Err: err}
+		return nil, noTmpfile, &os.PathError{Op: "open", Path: tmp, Err: err}
 	}
-	return &localFile{fd: fd, tmp: tmp, path: path}, nil
+	return &localFile{fd: fd, tmp: tmp, path: path}, noTmpfile, nil
 }
 
 // write writes head and body, in one system call unless the kernel takes
@@ -330,7 +339,10 @@ func (w *localWriter) deliver(dir string, env *Envelope, msg []byte, rcpt string
 		return failed(fd.err)
 	}
 	head := "Return-Path: <" + env.From + ">\r\nDelivered-To: " + rcpt + "\r\n"
-	lf, err := createLocal(fdir, path, !w.named)
+	lf, noTmpfile, err := createLocal(fdir, path, !w.named && !fd.named.Load())
+	if noTmpfile {
+		fd.named.Store(true)
+	}
 	if err != nil {
 		return failed(err)
 	}

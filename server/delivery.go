@@ -40,7 +40,7 @@ func (s *Server) commitMessage(ci *connInfo, area string, env *queue.Envelope, m
 	}
 	if err := s.delivery.Put(area, env, msg); err != nil {
 		s.log.Error("spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", env.ID)}
+		return tempFailed("Could not store the message; try again later", env.ID)
 	}
 	if err := s.countSent(ci, rcpts); err != nil && !s.degraded(err, "the accepted message is not counted", "id", env.ID) {
 		s.log.Error("store: the message could not be counted: refused with 451 and taken out of the spool (on_failure: tempfail)", "id", env.ID, "err", err.Error())
@@ -48,7 +48,7 @@ func (s *Server) commitMessage(ci *connInfo, area string, env *queue.Envelope, m
 			s.log.Error("spool: discarding the refused message", "id", env.ID, "err", err.Error())
 		}
 		s.delivery.Release(env.ID)
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Temporary failure; try again later", env.ID)}
+		return tempFailed("Temporary failure; try again later", env.ID)
 	}
 	if area == queue.AreaQueue {
 		s.delivery.EnqueueFresh(env, msg)
@@ -56,17 +56,24 @@ func (s *Server) commitMessage(ci *connInfo, area string, env *queue.Envelope, m
 	return nil
 }
 
+// tempFailed is the 451 4.3.0 of a message the relay could not take: the
+// client keeps it and sends it again.
+func tempFailed(text, id string) error {
+	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText(text, id)}
+}
+
+// commitLocal is commitMessage for local delivery (see there).
 func (s *Server) commitLocal(ci *connInfo, env *queue.Envelope, msg []byte, rcpts []string) error {
 	if err := s.countSent(ci, rcpts); err != nil && !s.degraded(err, "the accepted message is not counted", "id", env.ID) {
 		s.log.Error("store: the message could not be counted: refused with 451 (on_failure: tempfail)", "id", env.ID, "err", err.Error())
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Temporary failure; try again later", env.ID)}
+		return tempFailed("Temporary failure; try again later", env.ID)
 	}
 	if s.delivery.DeliverNow(env, msg) {
 		return nil
 	}
 	if err := s.delivery.Put(queue.AreaQueue, env, msg); err != nil {
 		s.log.Error("local delivery and spool write failed: message refused with 451", "id", env.ID, "err", err.Error())
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: replyText("Could not store the message; try again later", env.ID)}
+		return tempFailed("Could not store the message; try again later", env.ID)
 	}
 	s.delivery.EnqueueFresh(env, msg)
 	return nil
